@@ -1,0 +1,57 @@
+"""The transcript-sorting head (official ``SortTransformer``, identical in v1 and v2).
+
+A 2-layer pre-norm transformer runs joint self-attention over [video tokens + type_embed[0] ;
+K transcript vectors + type_embed[1]]. Each transcript's output goes through LayerNorm + Linear(D -> K):
+row i holds the logits of "which chronological slot did transcript i come from" (per-transcript K-way
+classification, not K!-way). There is no positional or slot embedding on the transcripts, so the head is
+permutation-equivariant over them; the data side still shuffles explicitly and permutes the labels.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from tvts.models.layers import Block
+
+
+class SortHead(nn.Module):
+    def __init__(self, dim: int, transcript_dim: int, num_windows: int, depth: int = 2, heads: int = 12,
+                 mlp_ratio: float = 4.0, transcript_norm: str = "none", center_momentum: float = 0.01):
+        super().__init__()
+        self.type_embed = nn.Parameter(torch.zeros(1, 2, dim))  # official: zero-init, learnable
+        # official v1/v2: text width == sorter width; a different text tower (MiniLM 384-d) needs an adapter
+        self.transcript_proj = nn.Linear(transcript_dim, dim) if transcript_dim != dim else nn.Identity()
+        self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio, eps=1e-6) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.head = nn.Linear(dim, num_windows)
+        self.transcript_norm = transcript_norm
+        self.center_momentum = center_momentum
+        if transcript_norm == "center_l2":
+            # running mean of transcript vectors: off-the-shelf sentence embeddings are anisotropic and
+            # look alike to a small head until centred (cpu-demo-recipe.md)
+            self.register_buffer("transcript_mean", torch.zeros(transcript_dim))
+            self.register_buffer("transcript_mean_ready", torch.zeros((), dtype=torch.bool))
+
+    def prepare_transcripts(self, transcripts: torch.Tensor) -> torch.Tensor:
+        if self.transcript_norm != "center_l2":
+            return transcripts
+        flat = transcripts.reshape(-1, transcripts.shape[-1]).float()
+        if self.training:
+            with torch.no_grad():
+                batch_mean = flat.mean(0)
+                if not bool(self.transcript_mean_ready):
+                    self.transcript_mean.copy_(batch_mean)
+                    self.transcript_mean_ready.fill_(True)
+                else:
+                    self.transcript_mean.lerp_(batch_mean, self.center_momentum)
+        return F.normalize(transcripts.float() - self.transcript_mean, dim=-1).to(transcripts.dtype)
+
+    def forward(self, video_tokens: torch.Tensor, transcripts: torch.Tensor) -> torch.Tensor:
+        """video_tokens: (B, N, D); transcripts: (B, K, Dt), already detached. Returns logits (B, K, K)."""
+        k = transcripts.shape[1]
+        text = self.transcript_proj(self.prepare_transcripts(transcripts).to(video_tokens.dtype))
+        x = torch.cat([video_tokens + self.type_embed[:, :1], text + self.type_embed[:, 1:]], dim=1)
+        for blk in self.blocks:
+            x = blk(x)
+        return self.head(self.norm(x[:, -k:]))
