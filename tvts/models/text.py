@@ -201,6 +201,9 @@ class HFTextEncoder(TextEncoder):
         try:
             config = AutoConfig.from_pretrained(self.path, local_files_only=True)
             if pretrained:
+                from transformers.utils import logging as hf_logging
+
+                hf_logging.disable_progress_bar()  # a per-tensor "Loading weights" bar in every rank's log
                 model = AutoModel.from_pretrained(self.path, config=config, local_files_only=True, attn_implementation="sdpa")
             else:
                 model = AutoModel.from_config(config, attn_implementation="sdpa")
