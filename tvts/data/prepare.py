@@ -1,0 +1,96 @@
+"""Build the synthetic demo data on first use: narrated corpus -> shards, plus the downstream set.
+
+Layout under ``cfg.data.root``::
+
+    raw/videos/        synthetic.make_corpus: <id>.mp4 + <id>.vtt, manifest.jsonl (written last)
+    downstream/        synthetic.make_downstream: SSV2-style lists
+    shards/            transcript shard set of the first 90 % of the videos (sorted by id)
+    val_shards/        the last 10 % (at least one video)
+
+Every stage is skipped when its completion mark exists (manifest.jsonl, labels.json, index.json), and
+the ingest resumes shard by shard, so a second call only points the config at the shards.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+
+from tvts.data import ingest, shards, synthetic
+from tvts.engine import distributed
+
+DEMO_VIDEOS = 400
+DEMO_DOWNSTREAM = (400, 160)  # train, val clips
+VAL_FRACTION = 0.1
+DEMO_FPS = 8
+DOWNSTREAM_MIN_SIZE = 64
+DEMO_SAMPLES_PER_SHARD = 50  # several shards, so ingest workers and loader workers each get some
+
+
+def _stage(name: str, t0: float, what: str) -> None:
+    print(f"demo data: {name:<10} {what} ({time.perf_counter() - t0:.1f} s)", flush=True)
+
+
+def ensure_demo_corpus(cfg, info=None, num_videos: int = DEMO_VIDEOS, downstream: tuple[int, int] = DEMO_DOWNSTREAM,
+                       workers: int = 0) -> bool:
+    """When ``cfg.data.synthetic`` is set and ``cfg.data.train`` is empty: build (rank 0 only, if missing)
+    the synthetic corpus, the downstream set and the train/val shard sets under ``cfg.data.root``, then set
+    ``cfg.data.train`` / ``cfg.data.val`` to the shard directories on every rank. Returns whether it
+    applied. ``info``: a :class:`tvts.engine.distributed.DistInfo` (None: a single process).
+
+    Videos are ``cfg.sample.image_size`` pixels square at 8 fps, with ``cfg.sample.num_windows`` events of
+    ``cfg.data.window_max_s`` seconds, ``cfg.data.gap_s`` apart (the window grid lines up with the events).
+    With several ranks the root must be on a filesystem they share.
+    """
+    if not cfg.data.synthetic or cfg.data.train:
+        return False
+    root = Path(cfg.data.root)
+    train_dir, val_dir = root / "shards", root / "val_shards"
+    if info is None or info.is_main:
+        workers = workers or max(1, min(4, os.cpu_count() or 1))
+        _build(cfg, root, train_dir, val_dir, num_videos, downstream, workers)
+    distributed.barrier()
+    for directory in (train_dir, val_dir):
+        shards.load_index(directory)  # every rank: fail with one line if rank 0 could not build it
+    cfg.data.train = [str(train_dir)]
+    cfg.data.val = [str(val_dir)]
+    return True
+
+
+def _build(cfg, root: Path, train_dir: Path, val_dir: Path, num_videos: int, downstream: tuple[int, int],
+           workers: int) -> None:
+    size, k = cfg.sample.image_size, cfg.sample.num_windows
+    raw = root / "raw"
+    t0 = time.perf_counter()
+    if not (raw / "videos" / "manifest.jsonl").is_file():
+        synthetic.make_corpus(raw, num_videos, seed=cfg.seed, size=size, fps=DEMO_FPS, events=k,
+                              event_s=cfg.data.window_max_s, gap_s=cfg.data.gap_s, workers=workers)
+        _stage("corpus", t0, f"{num_videos} narrated videos, {size} px, {DEMO_FPS} fps -> {raw / 'videos'}")
+    t0 = time.perf_counter()
+    if not (root / "downstream" / "labels.json").is_file():
+        # the downstream clips' motions need a canvas of at least 64 px (make_downstream fails below ~48);
+        # evaluation resizes them to the model's image size anyway
+        ds_size = max(size, DOWNSTREAM_MIN_SIZE)
+        synthetic.make_downstream(root, downstream[0], downstream[1], seed=cfg.seed, size=ds_size, fps=DEMO_FPS,
+                                  workers=workers)
+        _stage("downstream", t0, f"{downstream[0]} train + {downstream[1]} val clips, {ds_size} px -> {root / 'downstream'}")
+    if (train_dir / shards.INDEX_NAME).is_file() and (val_dir / shards.INDEX_NAME).is_file():
+        return
+    records = ingest.list_records("vtt", raw / "videos")
+    n_val = max(1, math.ceil(len(records) * VAL_FRACTION)) if len(records) > 1 else 0
+    split = {"train": (records[: len(records) - n_val], train_dir), "val": (records[len(records) - n_val:], val_dir)}
+    settings = ingest.IngestSettings.from_config(cfg, "vtt", short_side=size,
+                                                   samples_per_shard=DEMO_SAMPLES_PER_SHARD)
+    for name, (part, out) in split.items():
+        if (out / shards.INDEX_NAME).is_file():
+            continue
+        t0 = time.perf_counter()
+        if not part:
+            raise ingest.IngestError(f"{raw / 'videos'}: too few videos for a {name} split")
+        result = ingest.ingest(part, out, settings, workers=workers, input_path=str(raw / "videos"))
+        skipped = ", ".join(f"{r} {n}" for r, n in result.index["skipped"].items()) or "none"
+        _stage(f"{name} shards", t0, f"{result.samples} samples from {len(part)} videos in "
+                                      f"{len(result.index['shards'])} shards, skipped: {skipped} -> {out}")
+        if result.samples == 0:
+            raise ingest.IngestError(f"{out}: no sample could be made from {raw / 'videos'}")
