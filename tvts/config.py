@@ -168,6 +168,9 @@ class DataConfig:
     gap_s: float = _f(1.0, 0.0, 600.0)
     min_words: int = _f(1, 0, 1000)  # windows whose transcript has fewer words are not used
     synthetic: bool = False  # build the synthetic narrated corpus under `root` when it is missing
+    # > 0: each loader worker keeps the decoded uint8 frames of the clips it has seen (LRU, this many MiB)
+    # and picks frames from them instead of decoding again: for small corpora revisited every epoch
+    decoded_cache_mb: int = _f(0, 0, 1 << 20)
     root: str = "data/demo"
 
 

@@ -98,7 +98,11 @@ def sorter_flops(cfg, text_dim: int) -> float:
     video_tokens = grid.visible_tokens + (1 if cfg.model.sort.video_tokens == "normed" else 0)
     length = video_tokens + k
     hidden = int(dim * cfg.model.sort.mlp_ratio)
-    total = cfg.model.sort.depth * (_block_linears(length, dim, hidden) + _attn(length, length, dim))
+    full_block = _block_linears(length, dim, hidden) + _attn(length, length, dim)
+    # sort readout: the last block computes only the K transcript rows (keys/values from every row)
+    readout_block = (_linear(length, dim, 2 * dim) + 2 * _linear(k, dim, dim) + 2 * _linear(k, dim, hidden)
+                     + _attn(k, length, dim))
+    total = (cfg.model.sort.depth - 1) * full_block + readout_block
     total += _linear(k, dim, k)  # readout
     if text_dim != dim:
         total += _linear(k, text_dim, dim)  # transcript adapter
