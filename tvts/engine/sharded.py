@@ -1,0 +1,445 @@
+"""Sharded strategies: PyTorch FSDP2 (``fsdp``) and DeepSpeed ZeRO (``zero1``, ``zero2``, ``zero3``).
+
+Importing this module registers them into :data:`tvts.engine.strategies.STRATEGIES`.
+
+Contract shared with the other strategies (what the trainer relies on):
+
+- ``forward(batch)`` then ``backward(loss / grad_accum)`` once per micro-batch; the micro-batches that are
+  not the last of an optimizer step run inside ``no_sync()``; then ``step()`` once per optimizer step, or
+  ``skip_step()`` when a loss was non-finite. The learning-rate schedule is ours (a ``LambdaLR`` over the
+  AdamW groups of :func:`tvts.models.param_groups.param_groups`) and advances once per ``step()`` or
+  ``skip_step()``, so every strategy reports the same lr per group at every step.
+- ``export_state_dict()`` is collective: every rank calls it; rank 0 gets the full fp32 state dict under
+  the unwrapped names of the ``single`` strategy, the other ranks get None.
+
+Checkpoint layout inside the directory handed to ``save``/``load``:
+
+- fsdp: ``dcp/`` (torch.distributed.checkpoint: model and optimizer, sharded, loadable at any world size)
+  and ``train_state.pt`` (rank 0: scheduler and loss scaler).
+- zero*: ``deepspeed/`` (DeepSpeed ``save_checkpoint`` with the fixed tag ``zero``: ``deepspeed/zero/`` holds
+  the per-rank model and optimizer files and our scheduler in the client state, beside DeepSpeed's
+  ``zero_to_fp32.py``: ``python deepspeed/zero_to_fp32.py deepspeed OUT --tag zero``). Load with the same
+  world size and stage.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+from tvts.config import ConfigError
+from tvts.engine.distributed import DistInfo
+from tvts.engine.schedule import build_scheduler
+from tvts.engine.strategies import (STRATEGIES, Strategy, StepResult, apply_activation_checkpointing,
+                                    apply_compile, transformer_blocks, unwrapped_name)
+from tvts.models.param_groups import param_groups
+
+
+def ensure_process_group(info: DistInfo) -> None:
+    """FSDP2 meshes and DeepSpeed need a process group even for one process: make a one-rank group."""
+    if dist.is_initialized():
+        return
+    if info.world_size > 1:
+        raise RuntimeError("several ranks but no process group: call tvts.engine.distributed.init() first")
+    backend = "nccl" if info.device.type == "cuda" else "gloo"
+    dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
+
+
+def broadcast_from_rank0(module: nn.Module) -> None:
+    """Make every rank start from rank 0's weights (each rank may have built its model with its own seed)."""
+    if dist.get_world_size() == 1:
+        return
+    for tensor in list(module.parameters()) + list(module.buffers()):
+        data = tensor.data.view(torch.uint8) if tensor.dtype == torch.bool else tensor.data
+        dist.broadcast(data, src=0)
+
+
+def _float_cpu(tensor: torch.Tensor) -> torch.Tensor:
+    tensor = tensor.detach().cpu()
+    return tensor.float() if tensor.is_floating_point() else tensor
+
+
+# ----------------------------------------------------------------------------------------------
+# FSDP2
+# ----------------------------------------------------------------------------------------------
+class FSDPStrategy(Strategy):
+    """PyTorch FSDP2: ``fully_shard`` on every transformer block, then on the root, over a 1-D mesh of all
+    ranks. Parameters become DTensor shards; AdamW states follow them.
+
+    Frozen parameters: FSDP2 shards a frozen parameter like any other and never reduces a gradient for it,
+    so a unit may mix frozen and trainable parameters (checked: CLIP's frozen shallow blocks, each its own
+    unit, or folded into the root unit, train exactly like ``single``). A text tower frozen as a whole
+    (``model.text.frozen``) is the exception: it stays out of FSDP (``ignored_params``), replicated on
+    every rank. It has no gradient, so sharding would only trade its memory between forwards for an
+    all-gather in every forward, and with ``model.text.cache`` the ranks skip its blocks on different
+    steps (cache hits), where per-block all-gathers would wait forever for the ranks that skipped.
+    """
+
+    name = "fsdp"
+
+    def parallelize(self) -> None:
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        ensure_process_group(self.info)
+        model = self.module.to(self.device)
+        broadcast_from_rank0(model)
+        apply_activation_checkpointing(model, self.cfg)
+        apply_compile(model, self.cfg)
+        mesh = init_device_mesh(self.device.type, (dist.get_world_size(),))
+        if self.dtype == torch.float32:
+            mp = MixedPrecisionPolicy()
+        else:  # compute in bf16/fp16, reduce gradients in fp32; the sharded master weights stay fp32
+            mp = MixedPrecisionPolicy(param_dtype=self.dtype, reduce_dtype=torch.float32)
+        frozen_text = not any(p.requires_grad for p in model.text.parameters())
+        text_modules = set(model.text.modules())
+        for blocks in transformer_blocks(model):
+            if frozen_text and blocks in text_modules:
+                continue
+            for block in blocks:
+                fully_shard(block, mesh=mesh, mp_policy=mp)
+        ignored = set(model.text.parameters()) if frozen_text else None
+        fully_shard(model, mesh=mesh, mp_policy=mp, ignored_params=ignored)
+        # TVTSOutput holds views (video_embed = tokens[:, 0]); the trainer never writes into them in place
+        warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module .* returned a view tensor")
+        self.model = model
+
+    def build_optimizer(self) -> None:
+        super().build_optimizer()
+        if self.scaler.is_enabled():
+            from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
+
+            # each rank sees only its gradient shards: the inf/nan check must be all-reduced
+            self.scaler = ShardedGradScaler(self.device.type)
+
+    def no_sync(self):
+        return _fsdp_no_sync(self.model)
+
+    def skip_step(self) -> None:
+        self._drop_unreduced_gradients()
+        super().skip_step()
+
+    def _drop_unreduced_gradients(self) -> None:
+        """Gradients accumulated under ``no_sync()`` wait, unsharded, on FSDP's internal unsharded
+        parameters until the next synchronising backward; ``optimizer.zero_grad()`` does not see them."""
+        from torch.distributed.fsdp import FSDPModule
+
+        for module in self.model.modules():
+            if not isinstance(module, FSDPModule):
+                continue
+            group = module._get_fsdp_state()._fsdp_param_group
+            for fsdp_param in group.fsdp_params if group is not None else ():
+                fsdp_param.unsharded_accumulated_grad = None  # used when grads accumulate in reduce_dtype
+                unsharded = getattr(fsdp_param, "_unsharded_param", None)
+                if unsharded is not None:
+                    unsharded.grad = None
+
+    def clip_grad_norm(self) -> float:
+        from torch.distributed.tensor import DTensor
+
+        params = self.grad_params()
+        if not params:
+            return 0.0
+        norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+        if isinstance(norm, DTensor):  # a partial norm per shard until reduced
+            norm = norm.full_tensor()
+        if self.cfg.optim.grad_clip:
+            torch.nn.utils.clip_grads_with_norm_(params, self.cfg.optim.grad_clip, norm)
+        return float(norm)
+
+    # -- state --------------------------------------------------------------------------------------
+    def save(self, directory: Path) -> None:
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+
+        model_state, optim_state = get_state_dict(self.model, self.optimizer)
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        dcp.save({"model": model_state, "optimizer": optim_state}, checkpoint_id=str(Path(directory) / "dcp"))
+        if self.info.is_main:
+            torch.save({"scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict()},
+                       Path(directory) / "train_state.pt")
+
+    def load(self, directory: Path) -> None:
+        """Loads a checkpoint written at any world size (DCP reshards the DTensors)."""
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+        model_state, optim_state = get_state_dict(self.model, self.optimizer)
+        state = {"model": model_state, "optimizer": optim_state}
+        dcp.load(state, checkpoint_id=str(Path(directory) / "dcp"))
+        set_state_dict(self.model, self.optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+        small = torch.load(Path(directory) / "train_state.pt", map_location="cpu", weights_only=True)
+        self.scheduler.load_state_dict(small["scheduler"])
+        self.scaler.load_state_dict(small["scaler"])
+
+    def export_state_dict(self) -> Optional[dict[str, torch.Tensor]]:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        full = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if not self.info.is_main:
+            return None
+        return {unwrapped_name(k): _float_cpu(v) for k, v in full.items()}
+
+
+@contextlib.contextmanager
+def _fsdp_no_sync(model):
+    """Accumulate unsharded gradients locally; the next backward outside this context reduce-scatters."""
+    model.set_requires_gradient_sync(False)
+    try:
+        yield
+    finally:
+        model.set_requires_gradient_sync(True)
+
+
+# ----------------------------------------------------------------------------------------------
+# DeepSpeed ZeRO
+# ----------------------------------------------------------------------------------------------
+# Keys of the generated DeepSpeed config that restate a fact of our config: a user JSON may repeat them
+# but not change them (one source of truth: the data loader, the schedule and autocast read ours).
+_OWNED = {
+    ("train_micro_batch_size_per_gpu",): "train.micro_batch",
+    ("gradient_accumulation_steps",): "train.grad_accum",
+    ("managed_gradient_accumulation",): "the strategy's accumulation contract (step() is the boundary)",
+    ("zero_optimization", "stage"): "train.strategy",
+    ("bf16", "enabled"): "train.precision",
+    ("fp16", "enabled"): "train.precision",
+}
+_NOT_ALLOWED = {"optimizer": "the optimizer is ours (AdamW over tvts.models.param_groups)",
+                "scheduler": "the lr schedule is ours (optim.schedule)"}
+
+
+def deepspeed_config(cfg, stage: int, world_size: int) -> dict:
+    """The DeepSpeed config for ``cfg``, with ``cfg.train.deepspeed_config`` (a JSON file) merged over it.
+
+    Accumulation: ``managed_gradient_accumulation: false`` makes every ``engine.step()`` the accumulation
+    boundary, which is exactly how the trainer calls ``step()`` (once after ``grad_accum`` backward calls).
+    ``gradient_accumulation_steps`` only keeps DeepSpeed's batch-size bookkeeping right.
+    Raises :class:`ConfigError` when the user JSON is unreadable or contradicts our config.
+    """
+    t, o = cfg.train, cfg.optim
+    generated = {
+        "train_micro_batch_size_per_gpu": t.micro_batch,
+        "gradient_accumulation_steps": t.grad_accum,
+        "train_batch_size": t.micro_batch * t.grad_accum * world_size,
+        "managed_gradient_accumulation": False,
+        "gradient_clipping": o.grad_clip,
+        "zero_optimization": {"stage": stage},
+        "bf16": {"enabled": t.precision == "bf16"},
+        # dynamic loss scaling (loss_scale 0); the official H/14 recipe ran fp16 without it
+        "fp16": {"enabled": t.precision == "fp16", "loss_scale": 0, "initial_scale_power": 16},
+        "steps_per_print": 2**31 - 1,  # we log ourselves
+        "wall_clock_breakdown": False,
+    }
+    if not t.deepspeed_config:
+        return generated
+    path = Path(t.deepspeed_config).expanduser()
+    try:
+        user = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"train.deepspeed_config: {path} not found") from None
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"train.deepspeed_config: {path} is not valid JSON ({err.msg}, line {err.lineno})") from None
+    if not isinstance(user, dict):
+        raise ConfigError(f"train.deepspeed_config: {path} must hold a JSON object")
+    for key, why in _NOT_ALLOWED.items():
+        if key in user:
+            raise ConfigError(f"train.deepspeed_config: remove the {key!r} section; {why}")
+    for keys, ours in _OWNED.items():
+        node, mine = user, generated
+        for k in keys:
+            node = node.get(k) if isinstance(node, dict) else None
+            mine = mine[k]
+        if node is not None and node != mine:
+            raise ConfigError(f"train.deepspeed_config: {'.'.join(keys)}={node!r} contradicts {ours} ({mine!r}); "
+                              "set it in the run config instead")
+    merged = _merge(generated, user)
+    merged["train_batch_size"] = t.micro_batch * t.grad_accum * world_size
+    return merged
+
+
+def _merge(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+class _DictOutput(nn.Module):
+    """Runs ``TVTSModel.forward`` and returns its fields as a dict.
+
+    DeepSpeed hooks the tensors of a module's output (loss scaling, backward prologue, ZeRO-3's re-gather
+    before backward) only when they sit in a tensor, tuple, list or dict, not a dataclass. The model's
+    forward is called as a method rather than through ``__call__``, so the module DeepSpeed sees running
+    that code is this one, whose output it can hook: the video encoder's own parameters, which TVTSModel
+    reads without calling the encoder, are then registered to it by ZeRO-3's external-parameter discovery.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, **batch) -> dict:
+        out = self.model.forward(**batch)
+        return {f.name: getattr(out, f.name) for f in dataclasses.fields(out)}
+
+
+class ZeroStrategy(Strategy):
+    """DeepSpeed ZeRO stage 1 (optimizer states sharded), 2 (+ gradients), 3 (+ parameters).
+
+    DeepSpeed owns precision (bf16 weights with fp32 masters; fp16 with dynamic loss scaling), gradient
+    clipping (``optim.grad_clip``), the norm and the overflow check. We own the optimizer (a plain
+    ``torch.optim.AdamW`` over our groups, so DeepSpeed JIT-builds no fused Adam) and the schedule.
+    """
+
+    stage: int  # set by the registered subclasses zero1, zero2, zero3
+
+    def __init__(self, cfg, model: nn.Module, info: DistInfo, total_steps: int):
+        self.pending = 0  # backward calls since the last step
+        super().__init__(cfg, model, info, total_steps)
+
+    def parallelize(self) -> None:
+        ensure_process_group(self.info)
+        self.module.to(self.device)
+        apply_activation_checkpointing(self.module, self.cfg)
+        apply_compile(self.module, self.cfg)
+        # the engine is built with the optimizer (build_optimizer): DeepSpeed wraps both at once
+
+    def build_optimizer(self) -> None:
+        # DeepSpeed JIT-builds ops (shm_comm on CPU) into a cache keyed by Python/CUDA only, not by torch:
+        # keep it per environment
+        os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(sys.prefix, "torch_extensions"))
+        os.environ.setdefault("LOCAL_RANK", str(self.info.local_rank))  # launchers set it; plain `python` does not
+        import deepspeed
+        from deepspeed.accelerator import get_accelerator
+
+        accelerator = get_accelerator()
+        if self.cfg.train.precision == "fp16" and not accelerator.is_fp16_supported():
+            raise ConfigError(f"train.precision: DeepSpeed has no fp16 on {accelerator.device_name()}; use bf16 or fp32")
+        # DeepSpeed calls the collectives by their torch<=2.11 names (deprecated in 2.13)
+        warnings.filterwarnings("ignore", message=r"`torch\.distributed\.(all_gather_into_tensor|reduce_scatter_tensor)`"
+                                                  r" is deprecated")
+        if self.stage == 3 and not any(p.requires_grad for p in self.module.text.parameters()):
+            from deepspeed.utils import set_z3_leaf_module
+
+            # gather a frozen text tower whole when it is called: with model.text.cache the ranks skip its
+            # blocks on different steps, and per-block gathers would wait for the ranks that skipped
+            set_z3_leaf_module(self.module.text, True)
+        o = self.cfg.optim
+        client = torch.optim.AdamW(param_groups(self.module, o, self.cfg.model.compat),
+                                   lr=o.lr, betas=tuple(o.betas), eps=o.eps)
+        config = deepspeed_config(self.cfg, self.stage, dist.get_world_size())
+        self.engine, *_ = deepspeed.initialize(model=_DictOutput(self.module), optimizer=client, config=config)
+        self.model = self.engine
+        # the wrapped optimizer steps `client` on its flat fp32 partitions, keeping our group dicts (lr, name)
+        self.optimizer = client
+        self.scheduler = build_scheduler(client, self.total_steps, o)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=False)  # DeepSpeed scales fp16 itself
+
+    def forward(self, batch: dict):
+        from tvts.models.model import TVTSOutput
+
+        with self.autocast():
+            return TVTSOutput(**self.engine(**batch))
+
+    def no_sync(self):
+        # not needed: with managed_gradient_accumulation=false DeepSpeed reduces at step() (stage 1) or
+        # reduce-scatters every backward into the gradient partitions (stages 2, 3: they have no no_sync)
+        return contextlib.nullcontext()
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.engine.backward(loss, scale_wrt_gas=False)  # the trainer already divided by grad_accum
+        self.pending += 1
+
+    def step(self) -> StepResult:
+        self.engine.step()
+        self.pending = 0
+        self.scheduler.step()
+        if not self.engine.was_step_applied():  # fp16 overflow, or a non-finite gradient norm
+            return StepResult(math.nan, True)
+        norm = self.engine.get_global_grad_norm()
+        return StepResult(math.nan if norm is None else float(norm), False)
+
+    def skip_step(self) -> None:
+        if self.pending:
+            self._discard_gradients()
+        self.scheduler.step()
+
+    def _discard_gradients(self) -> None:
+        """Drop gradients already reduced into DeepSpeed's partitions (a later micro-batch had a non-finite
+        loss). DeepSpeed has no call for that, so take its step at lr 0 (AdamW then changes no weight) and
+        put the Adam moments and step counts back."""
+        saved = {p: {k: v.clone() if torch.is_tensor(v) else v for k, v in s.items()}
+                 for p, s in self.optimizer.state.items()}
+        lrs = [g["lr"] for g in self.optimizer.param_groups]
+        for group in self.optimizer.param_groups:
+            group["lr"] = 0.0
+        try:
+            self.engine.step()
+        finally:
+            for group, lr in zip(self.optimizer.param_groups, lrs):
+                group["lr"] = lr
+            for p in list(self.optimizer.state):
+                if p not in saved:
+                    del self.optimizer.state[p]
+            for p, s in saved.items():
+                for k, v in s.items():
+                    if torch.is_tensor(v):
+                        self.optimizer.state[p][k].copy_(v)
+                    else:
+                        self.optimizer.state[p][k] = v
+            self.pending = 0
+
+    def zero_grad(self) -> None:
+        pass  # DeepSpeed clears its gradients in step()
+
+    # -- state --------------------------------------------------------------------------------------
+    def save(self, directory: Path) -> None:
+        self.engine.save_checkpoint(str(Path(directory) / "deepspeed"), tag="zero",
+                                    client_state={"scheduler": self.scheduler.state_dict()}, save_latest=False)
+
+    def load(self, directory: Path) -> None:
+        path, client = self.engine.load_checkpoint(str(Path(directory) / "deepspeed"), tag="zero",
+                                                   load_lr_scheduler_states=False)
+        if path is None:
+            raise FileNotFoundError(f"no DeepSpeed checkpoint under {directory}/deepspeed")
+        self.scheduler.load_state_dict(client["scheduler"])
+
+    def export_state_dict(self) -> Optional[dict[str, torch.Tensor]]:
+        """Trained parameters come from DeepSpeed's fp32 master copy (gathered from the partitions),
+        frozen ones from the model (gathered under ZeRO-3), buffers as they are."""
+        from deepspeed.utils import safe_get_full_fp32_param
+
+        full = {}
+        for p in self.module.parameters():
+            value = safe_get_full_fp32_param(p) if p.requires_grad else None
+            if value is None:
+                value = self._gathered(p)
+            full[id(p)] = _float_cpu(value)
+        if not self.info.is_main:
+            return None
+        return {unwrapped_name(k): full[id(v)] if isinstance(v, nn.Parameter) else _float_cpu(v)
+                for k, v in self.module.state_dict(keep_vars=True).items()}
+
+    def _gathered(self, param: nn.Parameter) -> torch.Tensor:
+        if self.stage < 3:
+            return param.detach()
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters([param]):
+            return param.detach().clone()
+
+
+STRATEGIES["fsdp"] = FSDPStrategy
+for _stage in (1, 2, 3):
+    STRATEGIES[f"zero{_stage}"] = type(f"Zero{_stage}Strategy", (ZeroStrategy,),
+                                       {"name": f"zero{_stage}", "stage": _stage})

@@ -1,0 +1,218 @@
+"""The training loop: load checkpoint -> loop {step, maybe checkpoint, log} -> final checkpoint.
+
+Strategy-agnostic: sharding, precision and state I/O live in :mod:`tvts.engine.strategies`; the data
+position, RNG and step are saved by :class:`tvts.engine.checkpoint.Checkpointer`.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import signal
+import time
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+import torch
+import yaml
+
+from tvts.config import to_dict
+from tvts.engine.checkpoint import Checkpointer
+from tvts.engine.distributed import DistInfo, all_reduce_max, all_reduce_mean
+from tvts.engine.metrics import MetricLogger, device_peak_flops, mfu, peak_memory_bytes, train_flops_per_clip
+from tvts.engine.strategies import build_strategy
+
+log = logging.getLogger("tvts.train")
+
+
+class TrainingAborted(RuntimeError):
+    """Training stopped on purpose (too many non-finite losses); a checkpoint was written first."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def run_dir_for(cfg) -> Path:
+    return Path(cfg.train.run_dir.format(name=cfg.name))
+
+
+class Trainer:
+    def __init__(self, cfg, info: DistInfo, model=None, loader=None):
+        from tvts import kernels
+        from tvts.models import build_model, flops
+
+        self.cfg = cfg
+        self.info = info
+        self.run_dir = run_dir_for(cfg)
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        kernels.set_default_backend(cfg.train.attention)
+        seed_everything(cfg.seed + info.rank)
+        self.model = model if model is not None else build_model(cfg)
+        if loader is None:
+            from tvts.data.loader import build_train_loader
+            from tvts.models.text import build_tokenizer
+
+            loader = build_train_loader(cfg, info, build_tokenizer(cfg))
+        self.loader = loader
+        self.strategy = build_strategy(cfg, self.model, info, cfg.train.steps)
+        self.checkpointer = Checkpointer(self.run_dir, info, cfg.train.keep_last)
+        self.metrics = MetricLogger(self.run_dir, info.is_main, cfg.train.steps)
+        text = self.model.text
+        self.flops = flops(cfg, text_config=getattr(text, "hf_config", None))
+        text_trainable = any(p.requires_grad for p in text.parameters())
+        self.flops_per_clip = train_flops_per_clip(self.flops, text_trainable, getattr(text, "cache", None) is not None)
+        self.peak_flops, self.peak_name = device_peak_flops(info.device)
+        self.step = 0
+        self.nonfinite_total = 0
+        self.nonfinite_in_row = 0
+        self.stop_requested = False
+
+    # -- state --------------------------------------------------------------------------------------
+    def trainer_state(self) -> dict:
+        return {"data": self.loader.state_dict(), "nonfinite_total": self.nonfinite_total}
+
+    def save(self) -> Path:
+        return self.checkpointer.save(self.step, self.strategy, self.trainer_state(),
+                                      {"strategy": self.cfg.train.strategy, "name": self.cfg.name})
+
+    def maybe_resume(self) -> None:
+        latest = self.checkpointer.latest()
+        if latest is None:
+            return
+        state = self.checkpointer.load(latest, self.strategy)
+        self.step = state["step"]
+        self.nonfinite_total = state.get("nonfinite_total", 0)
+        self.loader.load_state_dict(state["data"])
+        if self.info.is_main:
+            print(f"resumed from {latest} at step {self.step}", flush=True)
+
+    # -- loop ---------------------------------------------------------------------------------------
+    def train(self) -> Path:
+        cfg = self.cfg
+        if self.info.is_main:
+            print(f"run directory: {self.run_dir.resolve()}", flush=True)
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        self.maybe_resume()
+        previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        batches = iter(self.loader)
+        try:
+            while self.step < cfg.train.steps:
+                stats = self.train_step(batches)
+                self.step += 1
+                stop = all_reduce_max(1.0 if self.stop_requested else 0.0) > 0
+                if self.step % cfg.train.log_every == 0 or self.step == cfg.train.steps or stop:
+                    self.log(stats)
+                if stop:
+                    self.save()
+                    if self.info.is_main:
+                        print(f"SIGTERM: checkpoint written at step {self.step}; exiting", flush=True)
+                    return self.run_dir
+                if self.step % cfg.train.ckpt_every == 0 and self.step < cfg.train.steps:
+                    self.save()
+            self.save()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            self.metrics.close()
+        if self.info.is_main:
+            print(f"done: {self.step} steps; checkpoints and logs in {self.run_dir.resolve()}", flush=True)
+        return self.run_dir
+
+    def _on_sigterm(self, signum, frame) -> None:  # noqa: ARG002
+        self.stop_requested = True  # checkpoint at the end of this step, then exit 0 (preemption)
+
+    def train_step(self, batches: Iterator) -> dict:
+        cfg = self.cfg
+        start = time.perf_counter()
+        data_wait = 0.0
+        totals: dict[str, float] = {}
+        clips = 0
+        skip = False
+        accum = cfg.train.grad_accum
+        for micro in range(accum):
+            t0 = time.perf_counter()
+            kind, batch = next(batches)
+            data_wait += time.perf_counter() - t0
+            batch = {k: _to_device(v, self.info.device) for k, v in batch.items()}
+            last = micro == accum - 1
+            with (self.strategy.no_sync() if not last else _null()):
+                out = self.strategy.forward(batch)
+                loss = out.loss
+                if _fault_nan(self.step + 1):
+                    loss = loss * float("nan")
+                if all_reduce_max(0.0 if torch.isfinite(loss).item() else 1.0) > 0:
+                    skip = True
+                    break
+                self.strategy.backward(loss / accum)
+            clips += batch["video"].shape[0]
+            for key in ("loss", "loss_vtc", "loss_sort", "sort_acc", "sort_acc_all"):
+                value = getattr(out, key)
+                if value is not None:  # caption steps log their VTC loss as loss_vtc_captions
+                    name = key if kind == "transcripts" or key == "loss" else f"{key}_{kind}"
+                    totals[name] = totals.get(name, 0.0) + float(value.detach()) / accum
+        if skip:
+            self.strategy.skip_step()
+            self.nonfinite_total += 1
+            self.nonfinite_in_row += 1
+            if self.info.is_main:
+                print(f"step {self.step + 1}: non-finite loss, step skipped ({self.nonfinite_total} so far)", flush=True)
+            if self.nonfinite_in_row >= cfg.train.max_nonfinite:
+                self.step += 1
+                self.save()
+                raise TrainingAborted(f"{self.nonfinite_in_row} non-finite losses in a row at step {self.step}: "
+                                      f"stopped with a checkpoint in {self.run_dir}; lower optim.lr or use bf16/fp32")
+            return {"skipped": 1.0, "nonfinite_total": float(self.nonfinite_total)}
+        result = self.strategy.step()
+        if result.skipped:
+            self.nonfinite_total += 1
+        else:
+            self.nonfinite_in_row = 0
+        seconds = time.perf_counter() - start
+        totals = all_reduce_mean(totals)
+        global_clips = clips * self.info.world_size
+        clips_per_s = global_clips / seconds
+        stats = {
+            **totals,
+            "grad_norm": result.grad_norm,
+            "clips_per_s": clips_per_s,
+            "tflops": clips_per_s * self.flops_per_clip / self.info.world_size / 1e12,  # per device
+            "mfu": mfu(clips_per_s / self.info.world_size, self.flops_per_clip, self.peak_flops),
+            "data_wait_frac": data_wait / seconds,
+            "step_time_s": seconds,
+            "peak_mem_gib": peak_memory_bytes(self.info.device) / 2**30,
+            "skipped": float(result.skipped),
+            "nonfinite_total": float(self.nonfinite_total),
+        }
+        stats.update({f"lr/{name}": lr for name, lr in self.strategy.lrs().items()})
+        return stats
+
+    def log(self, stats: dict) -> None:
+        self.metrics.log(self.step, stats)
+
+
+def _to_device(value, device):
+    if isinstance(value, torch.Tensor):
+        return value.to(device, non_blocking=True)
+    if isinstance(value, dict):
+        return {k: _to_device(v, device) for k, v in value.items()}
+    return value
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _fault_nan(step: int) -> bool:
+    """Test hook: TVTS_FAULT_NAN_STEPS="3,4" makes the loss of those steps NaN (failure-handling tests)."""
+    spec = os.environ.get("TVTS_FAULT_NAN_STEPS", "")
+    return bool(spec) and str(step) in spec.split(",")
