@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import numpy
 import torch
 import torch.distributed as dist
 
@@ -168,10 +169,13 @@ def run(strategy_name: str, overrides, *, checkpoint: Path | None = None, resume
     init = portable(strategy.export_state_dict())
     extra = make_batch(cfg, CLIPS, 99) if pending else None
     head = train(strategy, cfg, data[:2], pending=extra)
+    at_checkpoint = None
     if checkpoint is not None:
         strategy.save(checkpoint)
+        at_checkpoint = portable(strategy.export_state_dict())
     tail = train(strategy, cfg, data[2:])
     out = {key: head[key] + tail[key] for key in head}
+    out["at_checkpoint"] = at_checkpoint
     out.update(init=init, final=portable(strategy.export_state_dict()))
     if checkpoint is not None:
         dist.barrier()
@@ -235,6 +239,7 @@ def runs(tmp_path_factory):
     out = spawn_ranks(_two_ranks, 2, str(root), timeout=600)[0]
     with own_process_group():
         out["fsdp-1rank-from-2"] = run("fsdp", TINY, resume_from=root / "fsdp")
+    out["root"] = root
     return out
 
 
@@ -402,3 +407,20 @@ def test_deepspeed_config_rejects_contradictions(tmp_path, user, key):
 def test_zero_fp16_on_cpu_is_a_config_error():
     with own_process_group(), pytest.raises(ConfigError, match="train.precision: DeepSpeed has no fp16"):
         build(TINY + ("train.precision=fp16",), "zero2")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", RESUMED)
+def test_offline_export_equals_the_live_model(runs, name):
+    """launch/export.py's consolidation (one process, no process group) of each strategy's checkpoint gives
+    exactly the weights the live sharded model exported at that step."""
+    from tvts.engine.export import consolidated_state_dict, split_parts
+
+    live = runs[name]["at_checkpoint"]
+    (runs["root"] / name / "meta.json").write_text("{}")  # what the Checkpointer adds around a strategy save
+    offline = {k: v.numpy() for k, v in consolidated_state_dict(runs["root"] / name).items()}
+    assert set(offline) == set(live)
+    for key, value in live.items():
+        assert numpy.array_equal(offline[key], value), key
+    parts = split_parts({k: torch.from_numpy(v) for k, v in offline.items()})
+    assert "patch_embed" in parts["video"] and any(k.startswith("sorter.") for k in parts["heads"])

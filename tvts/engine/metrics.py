@@ -65,8 +65,6 @@ class MetricLogger:
     def __init__(self, run_dir: Path, enabled: bool, total_steps: int):
         self.enabled = enabled
         self.total = total_steps
-        self.start = time.perf_counter()
-        self.first_step: Optional[int] = None
         self.writer = None
         self.file = None
         if enabled:
@@ -79,8 +77,6 @@ class MetricLogger:
     def log(self, step: int, values: dict) -> None:
         if not self.enabled:
             return
-        if self.first_step is None:
-            self.first_step = step - 1
         record = {"step": step, **{k: (float(v) if isinstance(v, (int, float)) else v) for k, v in values.items()}}
         self.file.write(json.dumps(record) + "\n")
         for key, value in values.items():
@@ -89,9 +85,13 @@ class MetricLogger:
         self._console(step, values)
 
     def _console(self, step: int, v: dict) -> None:
-        elapsed = time.perf_counter() - self.start
-        done = step - (self.first_step or 0)
-        eta = elapsed / max(1, done) * (self.total - step)
+        if "val/loss" in v:
+            acc = ""
+            if "val/sort_acc" in v:
+                acc = f"  sort_acc {v['val/sort_acc']:.3f}  all-K-right {v['val/sort_acc_all']:.3f}"
+            print(f"held-out @ {step}: loss {v['val/loss']:.4f}{acc}  ({int(v['val/clips'])} clips)", flush=True)
+            return
+        eta = v.get("step_time_s", 0.0) * (self.total - step)  # at the rate of the last interval
         width = 24
         filled = int(width * step / max(1, self.total))
         bar = "#" * filled + "." * (width - filled)

@@ -72,6 +72,8 @@ class Trainer:
         self.nonfinite_total = 0
         self.nonfinite_in_row = 0
         self.stop_requested = False
+        self.window: list[dict] = []  # per-step stats since the last log
+        self.eval_loader = None
 
     # -- state --------------------------------------------------------------------------------------
     def trainer_state(self) -> dict:
@@ -104,18 +106,23 @@ class Trainer:
         batches = iter(self.loader)
         try:
             while self.step < cfg.train.steps:
-                stats = self.train_step(batches)
+                _fault_exit(self.info.rank, self.step + 1)
+                self.window.append(self.train_step(batches))
                 self.step += 1
                 stop = all_reduce_max(1.0 if self.stop_requested else 0.0) > 0
                 if self.step % cfg.train.log_every == 0 or self.step == cfg.train.steps or stop:
-                    self.log(stats)
+                    self.log()
                 if stop:
                     self.save()
                     if self.info.is_main:
                         print(f"SIGTERM: checkpoint written at step {self.step}; exiting", flush=True)
                     return self.run_dir
+                if cfg.train.eval_every and self.step % cfg.train.eval_every == 0 and self.step < cfg.train.steps:
+                    self.evaluate()
                 if self.step % cfg.train.ckpt_every == 0 and self.step < cfg.train.steps:
                     self.save()
+            if cfg.train.eval_every:
+                self.evaluate()
             self.save()
         finally:
             signal.signal(signal.SIGTERM, previous)
@@ -167,33 +174,95 @@ class Trainer:
                 self.save()
                 raise TrainingAborted(f"{self.nonfinite_in_row} non-finite losses in a row at step {self.step}: "
                                       f"stopped with a checkpoint in {self.run_dir}; lower optim.lr or use bf16/fp32")
-            return {"skipped": 1.0, "nonfinite_total": float(self.nonfinite_total)}
+            return {"skipped": 1.0, "clips": 0, "seconds": time.perf_counter() - start, "data_wait": data_wait}
         result = self.strategy.step()
         if result.skipped:
             self.nonfinite_total += 1
         else:
             self.nonfinite_in_row = 0
-        seconds = time.perf_counter() - start
-        totals = all_reduce_mean(totals)
-        global_clips = clips * self.info.world_size
-        clips_per_s = global_clips / seconds
+        return {**totals, "grad_norm": result.grad_norm, "skipped": float(result.skipped), "clips": clips,
+                "seconds": time.perf_counter() - start, "data_wait": data_wait}
+
+    def log(self) -> None:
+        """Aggregate the steps since the last log: means of losses and accuracies (over ranks too), rates
+        from summed clips and seconds, so clips/s and MFU are over the whole interval, not one step."""
+        window, self.window = self.window, []
+        seconds = sum(w["seconds"] for w in window)
+        clips = sum(w["clips"] for w in window) * self.info.world_size
+        means: dict[str, float] = {}
+        for key in {k for w in window for k in w} - {"seconds", "clips", "data_wait", "skipped"}:
+            values = [w[key] for w in window if key in w and math.isfinite(w[key])]
+            if values:
+                means[key] = sum(values) / len(values)
+        means = all_reduce_mean(means)
+        clips_per_s = clips / seconds if seconds > 0 else 0.0
         stats = {
-            **totals,
-            "grad_norm": result.grad_norm,
+            **means,
             "clips_per_s": clips_per_s,
             "tflops": clips_per_s * self.flops_per_clip / self.info.world_size / 1e12,  # per device
             "mfu": mfu(clips_per_s / self.info.world_size, self.flops_per_clip, self.peak_flops),
-            "data_wait_frac": data_wait / seconds,
-            "step_time_s": seconds,
+            "data_wait_frac": sum(w["data_wait"] for w in window) / seconds if seconds > 0 else 0.0,
+            "step_time_s": seconds / len(window),
             "peak_mem_gib": peak_memory_bytes(self.info.device) / 2**30,
-            "skipped": float(result.skipped),
+            "skipped": sum(w["skipped"] for w in window),
             "nonfinite_total": float(self.nonfinite_total),
+            "data_skipped": float(sum(getattr(self.loader, "skipped", {}).values())),
         }
         stats.update({f"lr/{name}": lr for name, lr in self.strategy.lrs().items()})
-        return stats
-
-    def log(self, stats: dict) -> None:
         self.metrics.log(self.step, stats)
+
+
+    @torch.no_grad()
+    def evaluate(self) -> Optional[dict]:
+        """Held-out sort accuracy and losses on ``data.val`` (deterministic frames, crops, masks and shuffles).
+
+        Every rank runs the same number of forward passes (sharded strategies need that): a rank that
+        runs out of batches repeats its last one with weight 0."""
+        if not self.cfg.data.val:
+            return None
+        if self.eval_loader is None:
+            from tvts.data.loader import build_eval_loader
+            from tvts.models.text import build_tokenizer
+
+            self.eval_loader = build_eval_loader(self.cfg, self.info, build_tokenizer(self.cfg), self.cfg.data.val)
+        module = self.strategy.module
+        was_training = module.training
+        module.eval()
+        sums = {"clips": 0.0, "transcripts": 0.0, "right": 0.0, "all_right": 0.0, "loss": 0.0, "loss_vtc": 0.0}
+        batches = iter(self.eval_loader)
+        last = None
+        while True:
+            item = next(batches, None)
+            if all_reduce_max(0.0 if item is None else 1.0) == 0:
+                break
+            weight = 1.0
+            if item is None:
+                if last is None:
+                    raise RuntimeError(f"rank {self.info.rank} has no held-out batch: data.val is smaller than the world size")
+                item, weight = last, 0.0
+            last = item
+            kind, batch = item
+            batch = {k: _to_device(v, self.info.device) for k, v in batch.items()}
+            out = self.strategy.forward(batch)
+            clips = batch["video"].shape[0] * weight
+            sums["clips"] += clips
+            sums["loss"] += float(out.loss) * clips
+            sums["loss_vtc"] += float(out.loss_vtc) * clips
+            if out.sort_logits is not None:
+                hit = out.sort_logits.argmax(-1) == batch["labels"]
+                sums["transcripts"] += hit.numel() * weight
+                sums["right"] += float(hit.sum()) * weight
+                sums["all_right"] += float(hit.all(-1).sum()) * weight
+        module.train(was_training)
+        world = self.info.world_size
+        sums = {k: v * world for k, v in all_reduce_mean(sums).items()}  # sums over ranks
+        stats = {"val/loss": sums["loss"] / max(1.0, sums["clips"]), "val/loss_vtc": sums["loss_vtc"] / max(1.0, sums["clips"]),
+                 "val/clips": sums["clips"]}
+        if sums["transcripts"]:
+            stats["val/sort_acc"] = sums["right"] / sums["transcripts"]
+            stats["val/sort_acc_all"] = sums["all_right"] / (sums["transcripts"] / self.cfg.sample.num_windows)
+        self.metrics.log(self.step, stats)
+        return stats
 
 
 def _to_device(value, device):
@@ -216,3 +285,10 @@ def _fault_nan(step: int) -> bool:
     """Test hook: TVTS_FAULT_NAN_STEPS="3,4" makes the loss of those steps NaN (failure-handling tests)."""
     spec = os.environ.get("TVTS_FAULT_NAN_STEPS", "")
     return bool(spec) and str(step) in spec.split(",")
+
+
+def _fault_exit(rank: int, step: int) -> None:
+    """Test hook: TVTS_FAULT_EXIT_RANK_STEP="1:3" kills rank 1 at step 3 (dead-rank tests)."""
+    spec = os.environ.get("TVTS_FAULT_EXIT_RANK_STEP", "")
+    if spec and spec == f"{rank}:{step}":
+        os._exit(1)

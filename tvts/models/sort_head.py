@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -73,6 +74,10 @@ class SortHead(nn.Module):
         if self.training:
             with torch.no_grad():
                 batch_mean = flat.mean(0)
+                if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+                    # one running mean for every rank (sharded strategies keep no buffer broadcast)
+                    dist.all_reduce(batch_mean)
+                    batch_mean /= dist.get_world_size()
                 if not bool(self.transcript_mean_ready):
                     self.transcript_mean.copy_(batch_mean)
                     self.transcript_mean_ready.fill_(True)

@@ -1,0 +1,179 @@
+"""End-to-end runs of launch/pretrain.py as a user runs it: subprocesses, real shards, real signals."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tvts import config
+from tvts.data.prepare import ensure_demo_corpus
+
+ROOT = Path(__file__).resolve().parents[2]
+PRETRAIN = str(ROOT / "launch" / "pretrain.py")
+
+# a tiny TVTS: 32 px, 2-block ViT, 1-block CLIP text tower (no weights to load), batches of 4
+TINY = ["model.video.size=atto", "model.video.patch_size=8", "sample.image_size=32", "model.sort.heads=2",
+        "data.resize_short=32", "data.num_workers=0", "train.micro_batch=4", "data.decoded_cache_mb=0",
+        "model.text.kind=clip", "model.text.width=32", "model.text.layers=1", "model.text.heads=2",
+        "model.text.output_dim=32", "model.text.frozen=false", "model.text.cache=false",
+        "model.sort.transcript_norm=none", "data.synthetic=false", "train.log_every=1", "train.eval_every=0",
+        "train.threads=1", "optim.warmup_steps=2"]
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    cfg = config.load(ROOT / "configs" / "demo.yaml", TINY[:3] + [f"data.root={root}", "data.synthetic=true"])
+    ensure_demo_corpus(cfg, None, num_videos=12, downstream=(8, 8), workers=1)
+    return cfg.data.train[0]
+
+
+def _args(shards, run_dir, *extra):
+    return [sys.executable, PRETRAIN, *TINY, f"data.train=[{shards}]", f"train.run_dir={run_dir}", *extra]
+
+
+def _env(**extra):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def _run(args, **env):
+    return subprocess.run(args, env=_env(**env), capture_output=True, text=True, timeout=300, cwd=ROOT)
+
+
+def _steps(run_dir) -> dict[int, dict]:
+    """The last record of each logged step (a resumed run logs some steps twice)."""
+    out = {}
+    for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if "loss" in rec:
+            out[rec["step"]] = rec
+    return out
+
+
+def _wait_for(path: Path, proc, timeout=120.0) -> None:
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert proc.poll() is None, f"training ended before {path} appeared:\n{proc.stderr.read() if proc.stderr else ''}"
+        assert time.time() < deadline, f"{path} did not appear"
+        time.sleep(0.01)
+
+
+STEPS = ["train.steps=12", "train.ckpt_every=4"]
+
+
+@pytest.fixture(scope="module")
+def reference(shards, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("reference")
+    res = _run(_args(shards, run_dir, *STEPS))
+    assert res.returncode == 0, res.stderr
+    return _steps(run_dir)
+
+
+@pytest.mark.slow
+def test_sigkill_and_resume_reproduce_the_losses_bitwise(shards, reference, tmp_path):
+    proc = subprocess.Popen(_args(shards, tmp_path, *STEPS), env=_env(), cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _wait_for(tmp_path / "checkpoints" / "step_00000004" / "meta.json", proc)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    res = _run(_args(shards, tmp_path, *STEPS))
+    assert res.returncode == 0, res.stderr
+    assert "resumed from" in res.stdout
+    resumed = _steps(tmp_path)
+    assert set(resumed) == set(reference) == set(range(1, 13))
+    for step in range(1, 13):
+        for key in ("loss", "loss_sort", "loss_vtc", "sort_acc", "grad_norm"):
+            assert resumed[step][key] == reference[step][key], (step, key)
+
+
+@pytest.mark.slow
+def test_kill_during_save_leaves_the_previous_checkpoint(shards, reference, tmp_path):
+    proc = subprocess.Popen(_args(shards, tmp_path, *STEPS), env=_env(TVTS_FAULT_SAVE_DELAY_S=3), cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _wait_for(tmp_path / "checkpoints" / "step_00000008.tmp", proc)
+    time.sleep(0.5)  # inside the save: files written, not yet renamed
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    ckpts = tmp_path / "checkpoints"
+    assert (ckpts / "step_00000008.tmp").exists() and not (ckpts / "step_00000008").exists()
+    assert (ckpts / "latest").read_text() == "step_00000004"
+    res = _run(_args(shards, tmp_path, *STEPS))
+    assert res.returncode == 0, res.stderr
+    assert "resumed from" in res.stdout and "step_00000004" in res.stdout
+    resumed = _steps(tmp_path)
+    assert [resumed[s]["loss"] for s in range(5, 13)] == [reference[s]["loss"] for s in range(5, 13)]
+
+
+@pytest.mark.slow
+def test_nonfinite_loss_is_skipped_and_counted(shards, reference, tmp_path):
+    res = _run(_args(shards, tmp_path, *STEPS), TVTS_FAULT_NAN_STEPS="3")
+    assert res.returncode == 0, res.stderr
+    steps = _steps(tmp_path)
+    assert steps[3]["skipped"] == 1.0 and steps[3]["nonfinite_total"] == 1.0
+    assert steps[2]["loss"] == reference[2]["loss"]  # untouched before
+    assert steps[12]["nonfinite_total"] == 1.0 and steps[12]["skipped"] == 0.0
+    assert "non-finite loss, step skipped" in res.stdout
+
+
+@pytest.mark.slow
+def test_nonfinite_losses_in_a_row_abort_with_a_checkpoint(shards, tmp_path):
+    res = _run(_args(shards, tmp_path, *STEPS, "train.max_nonfinite=3"), TVTS_FAULT_NAN_STEPS="2,3,4")
+    assert res.returncode == 3
+    assert "3 non-finite losses in a row at step 4" in res.stderr
+    assert (tmp_path / "checkpoints" / "step_00000004" / "meta.json").is_file()
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_then_exits_0(shards, tmp_path):
+    proc = subprocess.Popen(_args(shards, tmp_path, "train.steps=100000", "train.ckpt_every=100000"), env=_env(),
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(tmp_path / "metrics.jsonl", proc)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "SIGTERM: checkpoint written at step" in out
+    step = int(out.split("SIGTERM: checkpoint written at step ")[1].split(";")[0])
+    assert 0 < step < 100000
+    assert (tmp_path / "checkpoints" / f"step_{step:08d}" / "meta.json").is_file()
+
+
+def test_config_error_stops_before_any_work(tmp_path):
+    res = _run([sys.executable, PRETRAIN, "model.vdeo.depth=3", f"train.run_dir={tmp_path / 'run'}"])
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == ["config error: model.vdeo.depth: unknown key; did you mean model.video.depth?"]
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_and_export(shards, tmp_path):
+    """The same launcher under torchrun (2 gloo ranks, ddp) trains, and its checkpoint exports."""
+    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", PRETRAIN, *TINY,
+            f"data.train=[{shards}]", f"train.run_dir={tmp_path}", "train.steps=3", "train.strategy=ddp"]
+    res = _run(args)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert set(_steps(tmp_path)) == {1, 2, 3}
+    res = _run([sys.executable, str(ROOT / "launch" / "export.py"), str(tmp_path), "--out", str(tmp_path / "exp")])
+    assert res.returncode == 0, res.stderr
+    from safetensors.torch import load_file
+
+    video = load_file(str(tmp_path / "exp" / "video_encoder.safetensors"))
+    assert video["patch_embed"].shape[1:] == (3, 2, 8, 8)
+    assert (tmp_path / "exp" / "config.yaml").is_file()
+
+
+@pytest.mark.slow
+def test_a_dead_rank_stops_the_job(shards, tmp_path):
+    """Rank 1 dies mid-run: the job exits with an error instead of hanging."""
+    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", PRETRAIN, *TINY,
+            f"data.train=[{shards}]", f"train.run_dir={tmp_path}", "train.steps=1000", "train.strategy=ddp"]
+    start = time.time()
+    res = _run(args, TVTS_FAULT_EXIT_RANK_STEP="1:3")
+    assert res.returncode != 0
+    assert time.time() - start < 240
