@@ -51,7 +51,7 @@ def _steps(run_dir) -> dict[int, dict]:
     out = {}
     for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines():
         rec = json.loads(line)
-        if "loss" in rec:
+        if "skipped" in rec:  # a training record (held-out records carry val/* keys only)
             out[rec["step"]] = rec
     return out
 

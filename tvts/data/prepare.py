@@ -24,6 +24,7 @@ DEMO_VIDEOS = 400
 DEMO_DOWNSTREAM = (400, 160)  # train, val clips
 VAL_FRACTION = 0.1
 DEMO_FPS = 8
+DEMO_NOISE = 0.2
 DOWNSTREAM_MIN_SIZE = 64
 DEMO_SAMPLES_PER_SHARD = 50  # several shards, so ingest workers and loader workers each get some
 
@@ -65,7 +66,7 @@ def _build(cfg, root: Path, train_dir: Path, val_dir: Path, num_videos: int, dow
     t0 = time.perf_counter()
     if not (raw / "videos" / "manifest.jsonl").is_file():
         synthetic.make_corpus(raw, num_videos, seed=cfg.seed, size=size, fps=DEMO_FPS, events=k,
-                              event_s=cfg.data.window_max_s, gap_s=cfg.data.gap_s, workers=workers)
+                              event_s=cfg.data.window_max_s, gap_s=cfg.data.gap_s, noise=DEMO_NOISE, workers=workers)
         _stage("corpus", t0, f"{num_videos} narrated videos, {size} px, {DEMO_FPS} fps -> {raw / 'videos'}")
     t0 = time.perf_counter()
     if not (root / "downstream" / "labels.json").is_file():

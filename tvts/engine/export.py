@@ -55,7 +55,7 @@ def consolidated_state_dict(checkpoint: str | Path) -> dict[str, torch.Tensor]:
         state = get_fp32_state_dict_from_zero_checkpoint(str(ckpt / "deepspeed"), tag="zero")
     else:
         raise ExportError(f"{ckpt}: no model_optim.pt, dcp/ or deepspeed/ inside: not written by tvts-engine")
-    return {_strip(k): (v.float() if v.is_floating_point() else v).contiguous() for k, v in state.items()}
+    return {_strip(k): (v.detach().float() if v.is_floating_point() else v.detach()).contiguous() for k, v in state.items()}
 
 
 def _strip(name: str) -> str:
