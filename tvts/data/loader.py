@@ -332,7 +332,27 @@ class _TrainDataset(IterableDataset):
             g += self.slots
 
 
-class TrainLoader:
+class _BatchSource:
+    """What the train and eval loaders share: ``(kind, batch)`` iteration and the DALI decode step."""
+
+    train = True
+
+    def __iter__(self) -> Iterator[tuple[str, dict]]:
+        for kind, batch, _ in self.batches():
+            yield kind, batch
+
+    def _dali_decode(self, samples) -> torch.Tensor:
+        if self._dali is None:
+            from tvts.data.dali import DaliVideoReader
+
+            d = self.cfg.data
+            self._dali = DaliVideoReader(self.cfg.train.micro_batch, self.cfg.sample.image_size, d.resize_short,
+                                         d.normalize, train=self.train, device="gpu" if torch.cuda.is_available() else "cpu",
+                                         device_id=self.info.local_rank)
+        return self._dali(samples)
+
+
+class TrainLoader(_BatchSource):
     """Infinite iterable of ``(kind, batch)``; see the module docstring for the order and the resume
     contract, and :func:`build_train_loader` for the batch layout.
 
@@ -391,19 +411,6 @@ class TrainLoader:
                 batch["video"] = self._dali_decode(batch["video"])
             yield kind, batch, meta
 
-    def __iter__(self) -> Iterator[tuple[str, dict]]:
-        for kind, batch, _ in self.batches():
-            yield kind, batch
-
-    def _dali_decode(self, samples) -> torch.Tensor:
-        if self._dali is None:
-            from tvts.data.dali import DaliVideoReader
-
-            d = self.cfg.data
-            self._dali = DaliVideoReader(self.cfg.train.micro_batch, self.cfg.sample.image_size, d.resize_short,
-                                         d.normalize, train=True, device="gpu" if torch.cuda.is_available() else "cpu",
-                                         device_id=self.info.local_rank)
-        return self._dali(samples)
 
     # -- checkpointing -------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -510,13 +517,15 @@ class _EvalDataset(IterableDataset):
             yield None, None, {"skipped": delta()}  # the counts of skips after the last batch
 
 
-class EvalLoader:
+class EvalLoader(_BatchSource):
     """Finite, deterministic, one pass over held-out shard sets, split by rank (and worker).
 
     Frames are bin middles with a centred crop; transcript order and masks come from fixed
     per-sample seeds (``sample_rng(seed, None, key)``), so every pass yields the same batches.
     The last batch of each shard set may be smaller than micro_batch.
     """
+
+    train = False
 
     def __init__(self, cfg, info, tokenizer, groups: list[tuple[str, list[str]]]):
         from tvts.data.dali import decoder_for
@@ -543,19 +552,6 @@ class EvalLoader:
                 batch["video"] = self._dali_decode(batch["video"])
             yield kind, batch, meta
 
-    def __iter__(self) -> Iterator[tuple[str, dict]]:
-        for kind, batch, _ in self.batches():
-            yield kind, batch
-
-    def _dali_decode(self, samples) -> torch.Tensor:
-        if self._dali is None:
-            from tvts.data.dali import DaliVideoReader
-
-            d = self.cfg.data
-            self._dali = DaliVideoReader(self.cfg.train.micro_batch, self.cfg.sample.image_size, d.resize_short,
-                                         d.normalize, train=False, device="gpu" if torch.cuda.is_available() else "cpu",
-                                         device_id=self.info.local_rank)
-        return self._dali(samples)
 
 
 def build_eval_loader(cfg, info, tokenizer, specs: Sequence[str]) -> EvalLoader:
