@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 PIP_QUIET  = --disable-pip-version-check -q
 
-.PHONY: install demo test test-fast clean
+.PHONY: install demo test test-fast bench-synthetic clean
 
 install: $(STAMP)
 
@@ -31,6 +31,10 @@ test: install
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow" tests
+
+# Linear-probe benchmark on the synthetic downstream set (TVTS vs random init, VTC only, one frame)
+bench-synthetic: install
+	$(BIN)/python launch/bench_synthetic.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
