@@ -206,7 +206,7 @@ STRATEGIES: dict[str, type[Strategy]] = {"single": Strategy, "ddp": DDPStrategy}
 
 def build_strategy(cfg, model: nn.Module, info: DistInfo, total_steps: int) -> Strategy:
     name = cfg.train.strategy
-    if name != "single" and info.world_size == 1 and name == "ddp":
+    if name == "ddp" and info.world_size == 1:
         name = "single"  # DDP over one process is single, minus the wrapper
     if name not in STRATEGIES:
         _register_sharded()

@@ -5,7 +5,6 @@ position, RNG and step are saved by :class:`tvts.engine.checkpoint.Checkpointer`
 """
 from __future__ import annotations
 
-import logging
 import math
 import os
 import random
@@ -24,7 +23,6 @@ from tvts.engine.distributed import DistInfo, all_reduce_max, all_reduce_mean
 from tvts.engine.metrics import MetricLogger, device_peak_flops, mfu, peak_memory_bytes, train_flops_per_clip
 from tvts.engine.strategies import build_strategy
 
-log = logging.getLogger("tvts.train")
 
 
 class TrainingAborted(RuntimeError):
