@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 PIP_QUIET  = --disable-pip-version-check -q
 
-.PHONY: install demo test test-fast bench-synthetic clean
+.PHONY: install demo test test-fast bench-synthetic profile scaling-smoke clean
 
 install: $(STAMP)
 
@@ -35,6 +35,33 @@ test-fast: install
 # Linear-probe benchmark on the synthetic downstream set (TVTS vs random init, VTC only, one frame)
 bench-synthetic: install
 	$(BIN)/python launch/bench_synthetic.py
+
+# Throughput profile of the CPU demo beside the official way, as ratios (docs/profiling.md)
+profile: install
+	$(BIN)/python launch/profile.py --config configs/demo.yaml --reference
+
+# Scaling-law smoke grid on CPU: 3 tiny sizes x 2 budgets on the synthetic corpus (docs/profiling.md)
+scaling-smoke: install
+	$(BIN)/python launch/scaling.py --config configs/demo.yaml
+
+# Scale on one box: TVTSv2 ViT-H/14 (1.2 B parameters) on 2 CPU ranks of a 24 GiB machine, 4 frames at
+# 112 px, 1 clip per rank, 3 optimizer steps. ddp is refused up front by the memory model; zero3 and fsdp
+# train; then the table of measured vs predicted per-rank memory (docs/benchmarks.md, "Scale on one box").
+SCALE_ARGS = --config configs/tvtsv2_vit_h14.yaml sample.frames_per_window=1 sample.caption_frames=4 \
+	sample.image_size=112 train.micro_batch=1 train.steps=3 train.log_every=1 train.threads=1 \
+	data.num_workers=0 data.train=[data/scale/shards] data.resize_short=128
+# glibc: blocks of 4 MiB and more (parameter, gradient and state tensors) are mmap-ed, so memory freed
+# between phases goes back to the OS instead of fragmenting the heap
+SCALE_RUN = OMP_NUM_THREADS=1 MALLOC_MMAP_THRESHOLD_=4194304 MALLOC_ARENA_MAX=2 $(BIN)/torchrun --standalone --nproc_per_node 2 launch/pretrain.py $(SCALE_ARGS)
+scale-demo: install
+	test -f data/scale/shards/index.json || ($(BIN)/python launch/make_synthetic.py --out data/scale/raw --videos 16 --size 112 \
+	  && $(BIN)/python launch/prepare_data.py --source vtt --input data/scale/raw --out data/scale/shards \
+	     --window-min-s 4 --window-max-s 4 --gap-s 1 --short-side 128 --samples-per-shard 8)
+	$(SCALE_RUN) train.strategy=ddp train.run_dir=runs/scale/tvtsv2_vit_h14-ddp 2>&1 | grep -m1 "config error"
+	$(SCALE_RUN) train.strategy=zero3 train.deepspeed_config=configs/deepspeed/zero3_small_buckets.json \
+	  train.run_dir=runs/scale/tvtsv2_vit_h14-zero3
+	$(SCALE_RUN) train.strategy=fsdp train.run_dir=runs/scale/tvtsv2_vit_h14-fsdp
+	$(BIN)/python -m tvts.engine.memory runs/scale/tvtsv2_vit_h14-zero3 runs/scale/tvtsv2_vit_h14-fsdp
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import json
 import os
-import subprocess
 import time
 from pathlib import Path
 
@@ -22,6 +20,7 @@ import numpy as np
 import torch
 
 from tvts import config as config_mod
+from tvts.bench import environment, markdown_table, write_json
 from tvts.data.ingest import IngestSettings, ingest_source
 from tvts.data.loader import build_train_loader, measure_loader
 from tvts.data.pipeline import SampleTransform, load_clip, official_clip
@@ -153,11 +152,6 @@ def loaders(shards: str, epoch_clips: int, workers: list[int], batches: int, bat
     return rows
 
 
-def table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
-    lines = ["| " + " | ".join(c[1] for c in columns) + " |", "|" + "---|" * len(columns)]
-    return "\n".join(lines + ["| " + " | ".join(format(r[c[0]], c[2]) for c in columns) + " |" for r in rows])
-
-
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--work", default="runs/bench_data", help="inputs are made here once and reused")
@@ -175,14 +169,14 @@ def main(argv=None) -> None:
     load_before = os.getloadavg()
     samples = make_inputs(work, args)
     sample_rows = per_sample(samples, work / "raw" / "videos", args.raw_size, args.samples, args.repeats)
-    print(table(sample_rows, [("input", "input", ""), ("output", "output T x S", ""), ("path", "path", ""),
+    print(markdown_table(sample_rows, [("input", "input", ""), ("output", "output T x S", ""), ("path", "path", ""),
                               ("ms_per_clip", "CPU ms/clip", ".1f"), ("wall_ms_per_clip", "wall ms/clip", ".1f"),
                               ("clips_per_s", "clips/s/core", ".1f"),
                               ("frames_per_s", "frames/s/core", ".0f"), ("vs_official", "vs official", ".1f")]), flush=True)
     loader_rows = loaders(str(work / "demo" / "shards"), len(samples["demo"]), [int(w) for w in args.workers.split(",")],
                           args.batches, args.batch)
     print()
-    print(table(loader_rows, [("decoder", "decoder", ""), ("workers", "workers", "d"), ("decoded_cache", "decoded cache", ""),
+    print(markdown_table(loader_rows, [("decoder", "decoder", ""), ("workers", "workers", "d"), ("decoded_cache", "decoded cache", ""),
                               ("clips_per_s", "clips/s", ".1f"), ("frames_per_s", "frames/s", ".0f"),
                               ("clips_per_s_per_worker", "clips/s/worker", ".1f")]))
     try:
@@ -192,14 +186,9 @@ def main(argv=None) -> None:
         notes = ["decord: not installed, not measured"]
     notes.append("DALI: " + ("measured" if torch.cuda.is_available() else "not measured (no GPU; its CPU backend decodes only VP8/VP9)"))
     print("; ".join(notes))
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    result = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "commit": commit, "cpu": cpu,
-              "cpu_count": os.cpu_count(), "load_avg_before": load_before, "load_avg_after": os.getloadavg(),
-              "torch": torch.__version__, "command": "python launch/bench_data.py " + " ".join(argv or []),
+    result = {**environment(torch.device("cpu")), "load_avg_before": load_before, "load_avg_after": os.getloadavg(),
               "args": vars(args), "per_sample": sample_rows, "loader": loader_rows, "notes": notes}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1))
+    write_json(args.out, result)
     print(f"wrote {args.out}")
 
 

@@ -4,32 +4,31 @@
     python launch/bench_kernels.py --device cpu --out runs/bench_kernels_cpu.json
     TRITON_INTERPRET=1 python launch/bench_kernels.py --device cpu --only kernels   # + triton, tiny shape only
 
-Tables: (1) ``attention`` per backend plus the official einsum attention; (2) the sorter with and
-without the sort readout; (3) v2's ``DividedAttention`` (CLS over all tokens + grouped attention) per
-backend. FLOPs: 4 B H Lq Lk D forward (QK^T and PV), backward 2.5x forward (FlashAttention's convention).
+Tables: (1) ``attention`` per backend plus the official einsum attention; (2) the sorter: official,
+the sort readout on the official input and on the fused input (``SortHead``), and that input alone;
+(3) v2's ``DividedAttention`` (CLS over all tokens + grouped attention) per backend.
+FLOPs: 4 B H Lq Lk D forward (QK^T and PV), backward 2.5x forward (FlashAttention's convention).
 Memory: ``saved`` = bytes kept for backward (inputs included), every device; ``peak`` = CUDA peak
 allocated during forward+backward above the inputs. CPU runs divide the GPU batch by --cpu-batch-div.
 """
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
-import statistics
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import torch
 
+from tvts.bench import environment, timed
+from tvts.bench import fmt_line as _line
+from tvts.bench import markdown_sections as markdown
+from tvts.bench import saved_mib as memory_mib
 from tvts.kernels import attention, set_default_backend
 from tvts.kernels.attention import refusal
 from tvts.kernels.reference import einsum_attention
 from tvts.models.layers import Block
-from tvts.models.sort_head import SortHead
+from tvts.models.sort_head import SortHead, TypedConcat
 from tvts.models.video import DividedAttention
 
 # name, GPU batch (config micro-batch x groups per clip), heads, Lq, Lk, head dim
@@ -38,8 +37,10 @@ KERNEL_SHAPES = [
     ("v2 B/16 spatial, 50% mask", 12 * 12, 12, 98, 99, 64),
     ("v2 B/16 spatial, no mask", 12 * 12, 12, 196, 197, 64),
     ("v2 B/16 temporal", 12 * 98, 12, 12, 13, 64),
+    ("v2 B/16 temporal, 16 frames", 12 * 98, 12, 16, 17, 64),
     ("v2 H/14 913 tokens", 2, 16, 913, 913, 80),
     ("v2 H/14 spatial", 2 * 12, 16, 76, 77, 80),
+    ("v2 H/14 spatial, no mask", 2 * 12, 16, 256, 257, 80),
     ("v2 H/14 temporal", 2 * 76, 16, 12, 13, 80),
     ("sort v1 readout", 24, 12, 4, 397, 64),
     ("sort v1 full", 24, 12, 397, 397, 64),
@@ -49,50 +50,11 @@ KERNEL_SHAPES = [
 TINY = ("tiny (triton interpreted)", 1, 2, 128, 128, 64)
 BACKENDS = ["einsum", "math", "sdpa", "triton", "flash_attn", "xformers"]
 SORT_SHAPES = [("v1 B/16", 24, 768, 12, 393), ("v2 H/14", 2, 1024, 16, 913)]  # batch, width, heads, video tokens
-DIVIDED_SHAPES = [("v2 B/16", 12, 768, 12, 12, 98), ("v2 H/14", 2, 1280, 16, 12, 76)]  # + slots, kept patches
+# + slots (frames), kept patches per frame
+DIVIDED_SHAPES = [("v2 B/16", 12, 768, 12, 12, 98), ("v2 B/16 no mask", 12, 768, 12, 12, 196),
+                  ("v2 B/16 16 frames", 12, 768, 12, 16, 98), ("v2 H/14", 2, 1280, 16, 12, 76),
+                  ("v2 H/14 no mask", 2, 1280, 16, 12, 256)]
 K = 4  # transcripts
-
-
-def timed(fns: dict, device: torch.device, reps: int) -> dict:
-    """Seconds per call of each function. Calls are interleaved round by round so that a busy neighbour
-    slows every variant alike; CUDA: events around each call, median; CPU: the fastest round."""
-    for fn in fns.values():
-        fn()  # warm-up: compilation, autotuning
-    times = {name: [] for name in fns}
-    for _ in range(reps):
-        for name, fn in fns.items():
-            if device.type == "cuda":
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                fn()
-                end.record()
-                torch.cuda.synchronize()
-                times[name].append(start.elapsed_time(end) / 1e3)
-            else:
-                t = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - t)
-    pick = statistics.median if device.type == "cuda" else min
-    return {name: pick(t) for name, t in times.items()}
-
-
-def memory_mib(step, device: torch.device) -> tuple[float, float | None]:
-    """(MiB saved for backward by one forward, CUDA peak MiB of forward+backward above what was allocated)."""
-    storages = {}
-
-    def pack(t):
-        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = step()
-    out.float().sum().backward()
-    peak = (torch.cuda.max_memory_allocated() - base) / 2**20 if device.type == "cuda" else None
-    return sum(storages.values()) / 2**20, peak
 
 
 def bench_attention(args, device, dtype) -> list[dict]:
@@ -147,21 +109,33 @@ def bench_sort(args, device, dtype) -> list[dict]:
         video = torch.randn(b, tokens, dim, device=device, dtype=dtype, requires_grad=True)
         text = torch.randn(b, K, dim, device=device, dtype=dtype)
 
+        def official_input():
+            return torch.cat([video + head.type_embed[:, :1], text + head.type_embed[:, 1:]], dim=1)
+
         def full():  # the official sorter: every block on every row, then slice the transcripts
-            x = torch.cat([video + head.type_embed[:, :1], text + head.type_embed[:, 1:]], dim=1)
+            x = official_input()
             for blk in head.blocks:
                 x = Block.forward(blk, x)
             return head.head(head.norm(x[:, -K:]))
 
-        steps = {"full": full, "readout": lambda: head(video, text)}
+        def readout_official_input():  # the readout on the official input (sums + concatenation)
+            return head.head(head.norm(head.blocks[1](head.blocks[0](official_input()), readout=K)))
+
+        # path: (step, forward GFLOP per clip); the first block's input alone counts no matrix products
+        steps = {"full": (full, sorter_flops(tokens + K, dim, False)),
+                 "readout, official input": (readout_official_input, sorter_flops(tokens + K, dim, True)),
+                 "readout": (lambda: head(video, text), sorter_flops(tokens + K, dim, True)),
+                 "input: sums + cat": (official_input, 0.0),
+                 "input: fused": (lambda: TypedConcat.apply(video, text, head.type_embed), 0.0)}
         with torch.no_grad():
-            fwd = timed(steps, device, args.reps)
-        both = timed({p_: (lambda s_=s_: s_().float().sum().backward()) for p_, s_ in steps.items()}, device, args.reps)
-        for path, step in steps.items():
+            fwd = timed({p_: s_ for p_, (s_, _) in steps.items()}, device, args.reps)
+        both = timed({p_: (lambda s_=s_: s_().float().sum().backward()) for p_, (s_, _) in steps.items()},
+                     device, args.reps)
+        for path, (step, flops) in steps.items():
             saved, peak = memory_mib(step, device)
             rows.append(dict(table="sort", shape=name, path=path, B=b, tokens=tokens + K, dim=dim,
-                             gflops_per_clip=sorter_flops(tokens + K, dim, path == "readout") / 1e9,
-                             fwd_ms=fwd[path] * 1e3, fwd_bwd_ms=both[path] * 1e3, saved_mib=saved, peak_mib=peak))
+                             gflops_per_clip=flops / 1e9, fwd_ms=fwd[path] * 1e3, fwd_bwd_ms=both[path] * 1e3,
+                             saved_mib=saved, peak_mib=peak))
             print(_line(rows[-1]), flush=True)
     return rows
 
@@ -198,43 +172,6 @@ def bench_divided(args, device, dtype) -> list[dict]:
                 print(_line(rows[-1]), flush=True)
     set_default_backend("auto")
     return rows
-
-
-def _line(row: dict) -> str:
-    return "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items() if v is not None)
-
-
-def markdown(rows: list[dict]) -> str:
-    """One table per kind of row (columns in first-seen order); skipped backends listed once below."""
-    out = []
-    for table in dict.fromkeys(r["table"] for r in rows):
-        sub = [r for r in rows if r["table"] == table and "skipped" not in r]
-        cols = list(dict.fromkeys(c for r in sub for c, v in r.items() if c != "table" and v is not None))
-        cell = lambda v: "" if v is None else f"{v:.3g}" if isinstance(v, float) else str(v)  # noqa: E731
-        out += [f"**{table}**", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-        out += ["| " + " | ".join(cell(r.get(c)) for c in cols) + " |" for r in sub] + [""]
-        skipped = dict.fromkeys(f"{r['backend']} ({r['skipped']})" for r in rows
-                                if r["table"] == table and "skipped" in r)
-        out += [f"Not run: {'; '.join(skipped)}.", ""] if skipped else []
-    return "\n".join(out)
-
-
-def environment(device: torch.device) -> dict:
-    def git(*cmd):
-        return subprocess.run(["git", *cmd], capture_output=True, text=True).stdout.strip()
-
-    dirty = git("status", "--porcelain", "--untracked-files=no")
-    commit = git("rev-parse", "--short", "HEAD") + ("-dirty" if dirty else "")
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
-        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
-    try:
-        import triton
-        triton_version = triton.__version__
-    except ImportError:
-        triton_version = None
-    return dict(device=name, torch=torch.__version__, triton=triton_version, commit=commit,
-                date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                command=" ".join(["python", *sys.argv]), triton_interpret=os.environ.get("TRITON_INTERPRET", "0"))
 
 
 def main(argv=None) -> None:

@@ -168,6 +168,9 @@ class DataConfig:
     gap_s: float = _f(1.0, 0.0, 600.0)
     min_words: int = _f(1, 0, 1000)  # windows whose transcript has fewer words are not used
     synthetic: bool = False  # build the synthetic narrated corpus under `root` when it is missing
+    # with synthetic: train on unlimited procedural clips rendered in the loader workers (tvts.data.stream),
+    # never the same clip twice; the corpus then only supplies the held-out shards and the downstream set
+    synthetic_stream: bool = False
     # > 0: each loader worker keeps the decoded uint8 frames of the clips it has seen (LRU, this many MiB)
     # and picks frames from them instead of decoding again: for small corpora revisited every epoch
     decoded_cache_mb: int = _f(0, 0, 1 << 20)
@@ -438,6 +441,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"optim.betas: expected two numbers in [0, 1), got {cfg.optim.betas}")
     if any(not 0 < x < 1 for x in cfg.optim.decay_at):
         raise ConfigError(f"optim.decay_at: expected fractions of the run in (0, 1), got {cfg.optim.decay_at}")
+    if cfg.data.synthetic_stream and not cfg.data.synthetic:
+        raise ConfigError("data.synthetic_stream: the procedural stream is the synthetic corpus's; set data.synthetic=true")
     if cfg.data.window_min_s > cfg.data.window_max_s:
         raise ConfigError(f"data.window_min_s: {cfg.data.window_min_s} exceeds data.window_max_s={cfg.data.window_max_s}")
 

@@ -20,14 +20,14 @@ TINY = ["model.video.size=atto", "model.video.patch_size=8", "sample.image_size=
         "data.resize_short=32", "data.num_workers=0", "train.micro_batch=4", "data.decoded_cache_mb=0",
         "model.text.kind=clip", "model.text.width=32", "model.text.layers=1", "model.text.heads=2",
         "model.text.output_dim=32", "model.text.frozen=false", "model.text.cache=false",
-        "model.sort.transcript_norm=none", "data.synthetic=false", "train.log_every=1", "train.eval_every=0",
+        "model.sort.transcript_norm=none", "data.synthetic=false", "data.synthetic_stream=false", "train.log_every=1", "train.eval_every=0",
         "train.threads=1", "optim.warmup_steps=2"]
 
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
     root = tmp_path_factory.mktemp("corpus")
-    cfg = config.load(ROOT / "configs" / "demo.yaml", TINY[:3] + [f"data.root={root}", "data.synthetic=true"])
+    cfg = config.load(ROOT / "configs" / "demo.yaml", TINY[:3] + [f"data.root={root}", "data.synthetic=true", "data.synthetic_stream=false"])
     ensure_demo_corpus(cfg, None, num_videos=12, downstream=(8, 8), workers=1)
     return cfg.data.train[0]
 

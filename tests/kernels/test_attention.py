@@ -26,41 +26,21 @@ CASES = {
 TOL = {torch.float32: 2e-5, torch.bfloat16: 3e-2, torch.float16: 5e-3}
 
 
-def _inputs(b, h, lq, lk, d, padded, dtype, device="cpu", seed=0):
-    g = torch.Generator().manual_seed(seed)
-    q, k, v = (torch.randn(b, h, n, d, generator=g).to(device, dtype).requires_grad_()
-               for n in (lq, lk, lk))
-    mask = None
-    if padded:
-        mask = torch.rand(b, lk, generator=g) > 0.3
-        mask[:, 0] = True
-        mask = mask.to(device)
-    return q, k, v, mask
-
-
-def _check_against_reference(backend, case, dtype, device="cpu"):
-    q, k, v, mask = _inputs(*CASES[case], dtype, device)
-    out = attention(q, k, v, key_padding_mask=mask, backend=backend)
-    grad = torch.randn_like(out)
-    got = (out, *torch.autograd.grad(out, (q, k, v), grad))
-    ref_out = attention_reference(q, k, v, key_padding_mask=mask)
-    want = (ref_out, *torch.autograd.grad(ref_out, (q, k, v), grad))
-    tol = TOL[dtype]
-    for name, a, b in zip(("out", "dq", "dk", "dv"), got, want):
-        assert a.dtype == dtype and a.shape == b.shape, name
-        assert torch.allclose(a.float(), b.float(), atol=tol, rtol=tol), (name, (a.float() - b.float()).abs().max())
+def _check(backend, case, dtype, make_inputs, check_against_reference, device="cpu"):
+    q, k, v, mask = make_inputs(*CASES[case], dtype, device)
+    check_against_reference(lambda *qkvm: attention(*qkvm, backend=backend), q, k, v, mask, TOL[dtype])
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("backend", ["sdpa", "auto"])
-def test_cpu_backends_match_reference(backend, case, dtype):
-    _check_against_reference(backend, case, dtype)
+def test_cpu_backends_match_reference(backend, case, dtype, make_inputs, check_against_reference):
+    _check(backend, case, dtype, make_inputs, check_against_reference)
 
 
 @pytest.mark.parametrize("backend", ["sdpa", "math"])
-def test_query_without_valid_keys_gives_zeros(backend):
-    q, k, v, _ = _inputs(2, 1, 3, 5, 16, False, torch.float32)
+def test_query_without_valid_keys_gives_zeros(backend, make_inputs):
+    q, k, v, _ = make_inputs(2, 1, 3, 5, 16, False, torch.float32)
     mask = torch.ones(2, 5, dtype=torch.bool)
     mask[1] = False
     out = attention(q, k, v, key_padding_mask=mask, backend=backend)
@@ -70,26 +50,26 @@ def test_query_without_valid_keys_gives_zeros(backend):
     assert torch.equal(grads[0][1], torch.zeros_like(grads[0][1]))
 
 
-def test_causal_is_bottom_right_aligned_in_every_cpu_backend():
-    q, k, v, _ = _inputs(1, 2, 5, 9, 16, False, torch.float32)
+def test_causal_is_bottom_right_aligned_in_every_cpu_backend(make_inputs):
+    q, k, v, _ = make_inputs(1, 2, 5, 9, 16, False, torch.float32)
     ref = attention_reference(q, k, v, causal=True)
     assert torch.allclose(attention(q, k, v, causal=True, backend="sdpa"), ref, atol=1e-6)
     # the last query sees every key, the first sees Lk - Lq + 1 of them
     full = attention_reference(q, k, v)
     assert torch.allclose(ref[..., -1, :], full[..., -1, :], atol=1e-6)
-    q5, k5, v5, _ = _inputs(1, 2, 5, 5, 16, False, torch.float32)  # Lq == Lk takes sdpa's is_causal path
+    q5, k5, v5, _ = make_inputs(1, 2, 5, 5, 16, False, torch.float32)  # Lq == Lk takes sdpa's is_causal path
     assert torch.allclose(attention(q5, k5, v5, causal=True, backend="sdpa"),
                           attention_reference(q5, k5, v5, causal=True), atol=1e-6)
 
 
-def test_official_einsum_baseline_matches_reference():
-    q, k, v, _ = _inputs(1, 2, 7, 11, 32, False, torch.float32)
+def test_official_einsum_baseline_matches_reference(make_inputs):
+    q, k, v, _ = make_inputs(1, 2, 7, 11, 32, False, torch.float32)
     assert torch.allclose(einsum_attention(q, k, v), attention_reference(q, k, v), atol=1e-6)
 
 
 @pytest.mark.parametrize("backend", ["flash_attn", "xformers"])
-def test_gpu_only_backends_fall_back_to_sdpa_with_one_line(backend, caplog):
-    q, k, v, _ = _inputs(1, 1, 4, 6, 16, False, torch.float32)
+def test_gpu_only_backends_fall_back_to_sdpa_with_one_line(backend, caplog, make_inputs):
+    q, k, v, _ = make_inputs(1, 1, 4, 6, 16, False, torch.float32)
     attn_mod._logged.clear()
     with caplog.at_level(logging.INFO, logger="tvts.kernels.attention"):
         out = attention(q, k, v, backend=backend)
@@ -99,17 +79,17 @@ def test_gpu_only_backends_fall_back_to_sdpa_with_one_line(backend, caplog):
     assert len(lines) == 1 and backend in lines[0] and lines[0].endswith("using sdpa")
 
 
-def test_unknown_backend_is_an_error():
-    q, k, v, _ = _inputs(1, 1, 4, 4, 16, False, torch.float32)
+def test_unknown_backend_is_an_error(make_inputs):
+    q, k, v, _ = make_inputs(1, 1, 4, 4, 16, False, torch.float32)
     with pytest.raises(ValueError, match="attention backend"):
         attention(q, k, v, backend="cudnn")
     with pytest.raises(ValueError, match="attention backend"):
         set_default_backend("cudnn")
 
 
-def test_default_backend_reaches_calls_without_backend(monkeypatch):
+def test_default_backend_reaches_calls_without_backend(monkeypatch, make_inputs):
     monkeypatch.setattr(attn_mod, "_default_backend", "auto")
-    q, k, v, _ = _inputs(1, 1, 4, 4, 16, False, torch.float32)
+    q, k, v, _ = make_inputs(1, 1, 4, 4, 16, False, torch.float32)
     set_default_backend("math")
     assert choose_backend(q, k, v) == "math"
     set_default_backend("auto")
@@ -132,12 +112,12 @@ def test_auto_rules():
     assert auto_order(_fake(True, torch.bfloat16, 913, 80), None, False) == ("flash_attn", "sdpa")
 
 
-def test_auto_walks_its_order_past_refusals(monkeypatch, caplog):
+def test_auto_walks_its_order_past_refusals(monkeypatch, caplog, make_inputs):
     monkeypatch.setattr(attn_mod, "auto_order", lambda q, m, c: ("triton", "flash_attn", "sdpa"))
     monkeypatch.setitem(attn_mod._REFUSE, "triton", lambda *a: "refuses this shape (test)")
     monkeypatch.setitem(attn_mod._REFUSE, "flash_attn", lambda *a: "is not installed (test)")
     attn_mod._logged.clear()
-    q, k, v, _ = _inputs(1, 1, 4, 4, 16, False, torch.float32)
+    q, k, v, _ = make_inputs(1, 1, 4, 4, 16, False, torch.float32)
     with caplog.at_level(logging.INFO, logger="tvts.kernels.attention"):
         assert choose_backend(q, k, v, backend="auto") == "sdpa"
         assert choose_backend(q, k, v, backend="auto") == "sdpa"
@@ -158,10 +138,10 @@ def _installed(backend):
 @pytest.mark.parametrize("backend", ["sdpa", "auto", "flash_attn", "xformers"])
 @pytest.mark.gpu
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
-def test_gpu_backends_match_reference(backend, case, dtype):
+def test_gpu_backends_match_reference(backend, case, dtype, make_inputs, check_against_reference):
     if not _installed(backend):
         pytest.skip(f"{backend} is not installed")
     if backend != "auto":
-        q, k, v, mask = _inputs(*CASES[case], dtype, "cuda")
+        q, k, v, mask = make_inputs(*CASES[case], dtype, "cuda")
         assert choose_backend(q, k, v, mask, backend=backend) == backend
-    _check_against_reference(backend, case, dtype, "cuda")
+    _check(backend, case, dtype, make_inputs, check_against_reference, "cuda")

@@ -37,49 +37,28 @@ SHAPES = {
 }
 
 
-def _inputs(b, h, lq, lk, d, padded, dtype, device, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    q, k, v = (torch.randn(b, h, n, d, generator=g).to(device, dtype).requires_grad_() for n in (lq, lk, lk))
-    mask = None
-    if padded:
-        mask = torch.rand(b, lk, generator=g) > 0.3
-        mask[:, -1] = True
-        mask[:, :16] = False  # a whole leading key block padded: the online softmax starts from nothing
-        mask = mask.to(device)
-    return q, k, v, mask
-
-
-def _check(shape, dtype, device):
+def _check(shape, dtype, device, make_inputs, check_against_reference):
     *dims, padded, blocks = SHAPES[shape]
-    q, k, v, mask = _inputs(*dims, padded, dtype, device)
-    out = ta.flash_attention(q, k, v, mask, blocks=blocks)
-    grad = torch.randn_like(out)
-    got = (out, *torch.autograd.grad(out, (q, k, v), grad))
-    ref = attention_reference(q, k, v, key_padding_mask=mask)
-    want = (ref, *torch.autograd.grad(ref, (q, k, v), grad))
-    tol = TOL[dtype]
-    for name, a, b in zip(("out", "dq", "dk", "dv"), got, want):
-        assert a.dtype == dtype and a.shape == b.shape, name
-        err = (a.float() - b.float()).abs().max().item()
-        assert torch.allclose(a.float(), b.float(), atol=tol, rtol=tol), (name, err)
+    q, k, v, mask = make_inputs(*dims, padded, dtype, device)
+    check_against_reference(lambda *qkvm: ta.flash_attention(*qkvm, blocks=blocks), q, k, v, mask, TOL[dtype])
 
 
 @interpreted
 @pytest.mark.parametrize("shape", list(SHAPES))
-def test_fp32_matches_reference(shape):
-    _check(shape, torch.float32, "cpu")
+def test_fp32_matches_reference(shape, make_inputs, check_against_reference):
+    _check(shape, torch.float32, "cpu", make_inputs, check_against_reference)
 
 
 @interpreted
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("shape", ["hd80_padding", "multi_block_padding"])
-def test_half_matches_reference(shape, dtype):
-    _check(shape, dtype, "cpu")
+def test_half_matches_reference(shape, dtype, make_inputs, check_against_reference):
+    _check(shape, dtype, "cpu", make_inputs, check_against_reference)
 
 
 @interpreted
-def test_log_sum_exp_and_custom_scale():
-    q, k, v, mask = _inputs(1, 2, 9, 21, 32, True, torch.float32, "cpu")
+def test_log_sum_exp_and_custom_scale(make_inputs):
+    q, k, v, mask = make_inputs(1, 2, 9, 21, 32, True, torch.float32, "cpu")
     out, lse = ta.flash_forward(q, k, v, mask, 0.3)
     scores = (q @ k.transpose(-2, -1) * 0.3).masked_fill(~mask[:, None, None, :], float("-inf"))
     assert torch.allclose(lse, scores.logsumexp(-1) * ta.LOG2E, atol=1e-5)  # base 2
@@ -96,8 +75,8 @@ def test_strided_inputs_from_a_packed_projection():
 
 
 @interpreted
-def test_query_without_valid_keys_gives_zeros_and_finite_gradients():
-    q, k, v, _ = _inputs(2, 1, 5, 20, 16, False, torch.float32, "cpu")
+def test_query_without_valid_keys_gives_zeros_and_finite_gradients(make_inputs):
+    q, k, v, _ = make_inputs(2, 1, 5, 20, 16, False, torch.float32, "cpu")
     mask = torch.ones(2, 20, dtype=torch.bool)
     mask[1] = False
     out = ta.flash_attention(q, k, v, mask)
@@ -108,8 +87,8 @@ def test_query_without_valid_keys_gives_zeros_and_finite_gradients():
 
 
 @interpreted
-def test_dispatch_runs_triton_and_falls_back_where_it_refuses(caplog):
-    q, k, v, mask = _inputs(1, 1, 6, 10, 16, True, torch.float32, "cpu")
+def test_dispatch_runs_triton_and_falls_back_where_it_refuses(caplog, make_inputs):
+    q, k, v, mask = make_inputs(1, 1, 6, 10, 16, True, torch.float32, "cpu")
     assert choose_backend(q, k, v, mask, backend="triton") == "triton"
     assert torch.allclose(attention(q, k, v, mask, backend="triton"), attention_reference(q, k, v, mask), atol=1e-5)
     attn_mod._logged.clear()
@@ -130,15 +109,15 @@ def test_dispatch_runs_triton_and_falls_back_where_it_refuses(caplog):
 @pytest.mark.parametrize("shape", list(SHAPES))
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available() or ta.INTERPRETED, reason="needs a CUDA GPU and compiled kernels")
-def test_gpu_matches_reference(shape, dtype):
-    _check(shape, dtype, "cuda")
+def test_gpu_matches_reference(shape, dtype, make_inputs, check_against_reference):
+    _check(shape, dtype, "cuda", make_inputs, check_against_reference)
 
 
 @pytest.mark.parametrize("lq, lk, d", [(393, 393, 64), (98, 99, 64), (12, 13, 80), (4, 917, 64), (913, 913, 80)])
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available() or ta.INTERPRETED, reason="needs a CUDA GPU and compiled kernels")
-def test_gpu_tvts_shapes_autotuned(lq, lk, d):
-    q, k, v, _ = _inputs(2, 4, lq, lk, d, False, torch.bfloat16, "cuda")
+def test_gpu_tvts_shapes_autotuned(lq, lk, d, make_inputs):
+    q, k, v, _ = make_inputs(2, 4, lq, lk, d, False, torch.bfloat16, "cuda")
     out = ta.flash_attention(q, k, v)  # autotuned on Hopper, default blocks elsewhere
     grads = torch.autograd.grad(out.float().square().sum(), (q, k, v))
     ref = attention_reference(q, k, v)

@@ -1,10 +1,11 @@
 """The sort readout: the sorter's last block computes only the K transcript rows, exactly as slicing the
-full block's output would give them (forward and gradients), with unchanged parameters."""
+full block's output would give them (forward and gradients), with unchanged parameters; and the fused
+input of the first block (TypedConcat), bitwise equal to the official sums and concatenation."""
 import pytest
 import torch
 
 from tvts.models.layers import Block
-from tvts.models.sort_head import SortBlock, SortHead
+from tvts.models.sort_head import SortBlock, SortHead, TypedConcat
 
 DIM, HEADS, K = 32, 4, 4
 
@@ -31,6 +32,33 @@ def test_block_readout_equals_slicing_the_full_block(dtype, tol, padded):
     rows = blk(x, mask, readout=K)
     assert rows.shape == (3, K, DIM)
     assert torch.allclose(rows, full[:, -K:], atol=tol, rtol=0)
+
+
+DTYPE_PAIRS = {"fp32": (torch.float32, torch.float32), "fp64": (torch.float64, torch.float64),
+               "bf16_tokens_fp32_embed": (torch.bfloat16, torch.float32), "bf16": (torch.bfloat16, torch.bfloat16)}
+
+
+@pytest.mark.parametrize("tokens_dtype, embed_dtype", list(DTYPE_PAIRS.values()), ids=list(DTYPE_PAIRS))
+def test_typed_concat_equals_sums_and_cat_bitwise(tokens_dtype, embed_dtype):
+    torch.manual_seed(0)
+    video = torch.randn(3, 11, DIM, dtype=tokens_dtype, requires_grad=True)
+    transcripts = torch.randn(3, K, DIM, dtype=tokens_dtype, requires_grad=True)
+    type_embed = torch.randn(1, 2, DIM, dtype=embed_dtype, requires_grad=True)
+    fused = TypedConcat.apply(video, transcripts, type_embed)
+    ref = torch.cat([video + type_embed[:, :1], transcripts + type_embed[:, 1:]], dim=1)
+    assert fused.dtype == ref.dtype and torch.equal(fused, ref)  # mixed dtypes promote, as the sums do
+    grad = torch.randn_like(ref)
+    inputs = (video, transcripts, type_embed)
+    for got, want in zip(torch.autograd.grad(fused, inputs, grad), torch.autograd.grad(ref, inputs, grad)):
+        assert got.dtype == want.dtype and torch.equal(got, want)
+
+
+def test_typed_concat_skips_gradients_nobody_needs():
+    video = torch.randn(2, 5, DIM, requires_grad=True)
+    transcripts = torch.randn(2, K, DIM)  # detached, as the sorter receives them
+    type_embed = torch.zeros(1, 2, DIM)
+    (grad,) = torch.autograd.grad(TypedConcat.apply(video, transcripts, type_embed).sum(), video)
+    assert torch.equal(grad, torch.ones_like(video))
 
 
 def _full_head_forward(head, video, transcripts):

@@ -460,8 +460,13 @@ def build_train_loader(cfg, info, tokenizer) -> TrainLoader:
     * ``keep_indices``: (B, S_t, n) for sample.mask=random, (B, n) for tube; absent when unmasked.
 
     Shards come from data.train (transcripts) and data.captions; ``info`` (a DistInfo) says which
-    part of them this rank reads. Memory is pinned when CUDA is available.
+    part of them this rank reads. With ``data.synthetic_stream`` the batches come from the procedural
+    stream instead (:class:`tvts.data.stream.StreamLoader`). Memory is pinned when CUDA is available.
     """
+    if cfg.data.synthetic_stream:
+        from tvts.data.stream import StreamLoader
+
+        return StreamLoader(cfg, info, tokenizer)
     shards = {"transcripts": resolve_shards(cfg.data.train), "captions": resolve_shards(cfg.data.captions)}
     return TrainLoader(cfg, info, tokenizer, shards)
 

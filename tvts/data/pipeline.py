@@ -187,6 +187,23 @@ class SampleTransform:
             end = probe(video_bytes).duration_s
         if not end > start:
             raise SkipSample("bad_metadata", f"{key}: empty span [{start}, {end}]")
+        def video(times: np.ndarray, generator: torch.Generator):
+            if self.decoder == "dali":
+                return self._dali_sample(video_bytes, times, generator)
+            if self.cache is None:
+                return load_clip(video_bytes, times, self.image_size, self.resize_short, self.normalize, self.train,
+                                 generator)
+            return augment_video(self._cached_frames(key, video_bytes, times), self.image_size, self.resize_short,
+                                 self.normalize, self.train, generator)
+
+        return self.assemble(key, kind, epoch, start, end, texts, rng, video)
+
+    def assemble(self, key: str, kind: str, epoch: Optional[int], start: float, end: float, texts: list,
+                 rng: np.random.Generator, video) -> Sample:
+        """The random draws of one sample, in their fixed order, around ``video(times, generator)``, which
+        returns the clip's frames at ``times`` (seconds), augmented with ``generator``: frame times, the
+        transcript permutation, then the torch generator of the crop and the mask. Shared by the shard
+        path above and the procedural stream (:mod:`tvts.data.stream`)."""
         times = frame_times(start, end, self.frames[kind], self.train, rng)
         labels = None
         if kind == "transcripts":
@@ -194,15 +211,9 @@ class SampleTransform:
             texts = [texts[i] for i in order]  # presented[i] = chronological[labels[i]]
             labels = torch.from_numpy(order.astype(np.int64))
         generator = torch.Generator().manual_seed(int(rng.integers(0, 2**63 - 1)))
-        if self.decoder == "dali":
-            video = self._dali_sample(video_bytes, times, generator)
-        elif self.cache is None:
-            video = load_clip(video_bytes, times, self.image_size, self.resize_short, self.normalize, self.train, generator)
-        else:
-            video = augment_video(self._cached_frames(key, video_bytes, times), self.image_size, self.resize_short,
-                                  self.normalize, self.train, generator)
+        clip = video(times, generator)
         keep = keep_indices(self.grids[kind], self.mask, True, generator)
-        return Sample(key, kind, epoch, video, texts, labels, keep, times)
+        return Sample(key, kind, epoch, clip, texts, labels, keep, times)
 
     def _cached_frames(self, key: str, video_bytes: bytes, times: np.ndarray) -> torch.Tensor:
         """(T, 3, H, W) uint8 from the cache: exactly what decode_frames returns (values and layout)."""

@@ -7,6 +7,11 @@ Layout under ``cfg.data.root``::
     shards/            transcript shard set of the first 90 % of the videos (sorted by id)
     val_shards/        the last 10 % (at least one video)
 
+With ``data.synthetic_stream`` training draws from the procedural stream (:mod:`tvts.data.stream`), so
+the corpus is only the held-out set: ``stream_val/raw/videos`` holds ``DEMO_STREAM_VAL`` videos, all in
+``stream_val/shards/`` (decoded through the real shard path, as a user's data would be). It has its own
+directory so that switching one root between the two modes never puts a clip in both train and val.
+
 Every stage is skipped when its completion mark exists (manifest.jsonl, labels.json, index.json), and
 the ingest resumes shard by shard, so a second call only points the config at the shards.
 """
@@ -16,11 +21,13 @@ import math
 import os
 import time
 from pathlib import Path
+from typing import Optional
 
 from tvts.data import ingest, shards, synthetic
 from tvts.engine import distributed
 
 DEMO_VIDEOS = 400
+DEMO_STREAM_VAL = 128  # held-out corpus videos when training on the stream (4 eval batches of 32)
 DEMO_DOWNSTREAM = (400, 160)  # train, val clips
 VAL_FRACTION = 0.1
 DEMO_FPS = 8
@@ -47,22 +54,28 @@ def ensure_demo_corpus(cfg, info=None, num_videos: int = DEMO_VIDEOS, downstream
     if not cfg.data.synthetic or cfg.data.train:
         return False
     root = Path(cfg.data.root)
-    train_dir, val_dir = root / "shards", root / "val_shards"
+    stream = cfg.data.synthetic_stream
+    if stream:
+        raw, train_dir, val_dir, num_videos = root / "stream_val" / "raw", None, root / "stream_val" / "shards", DEMO_STREAM_VAL
+    else:
+        raw, train_dir, val_dir = root / "raw", root / "shards", root / "val_shards"
     if info is None or info.is_main:
         workers = workers or max(1, min(4, os.cpu_count() or 1))
-        _build(cfg, root, train_dir, val_dir, num_videos, downstream, workers)
+        _build(cfg, root, raw, train_dir, val_dir, num_videos, downstream, workers)
     distributed.barrier()
     for directory in (train_dir, val_dir):
-        shards.load_index(directory)  # every rank: fail with one line if rank 0 could not build it
-    cfg.data.train = [str(train_dir)]
+        if directory is not None:
+            shards.load_index(directory)  # every rank: fail with one line if rank 0 could not build it
+    if not stream:
+        cfg.data.train = [str(train_dir)]
     cfg.data.val = [str(val_dir)]
     return True
 
 
-def _build(cfg, root: Path, train_dir: Path, val_dir: Path, num_videos: int, downstream: tuple[int, int],
-           workers: int) -> None:
+def _build(cfg, root: Path, raw: Path, train_dir: Optional[Path], val_dir: Path, num_videos: int,
+           downstream: tuple[int, int], workers: int) -> None:
+    """train_dir None: every video goes to val_dir (the stream supplies the training clips)."""
     size, k = cfg.sample.image_size, cfg.sample.num_windows
-    raw = root / "raw"
     t0 = time.perf_counter()
     if not (raw / "videos" / "manifest.jsonl").is_file():
         synthetic.make_corpus(raw, num_videos, seed=cfg.seed, size=size, fps=DEMO_FPS, events=k,
@@ -76,11 +89,12 @@ def _build(cfg, root: Path, train_dir: Path, val_dir: Path, num_videos: int, dow
         synthetic.make_downstream(root, downstream[0], downstream[1], seed=cfg.seed, size=ds_size, fps=DEMO_FPS,
                                   workers=workers)
         _stage("downstream", t0, f"{downstream[0]} train + {downstream[1]} val clips, {ds_size} px -> {root / 'downstream'}")
-    if (train_dir / shards.INDEX_NAME).is_file() and (val_dir / shards.INDEX_NAME).is_file():
-        return
     records = ingest.list_records("vtt", raw / "videos")
-    n_val = max(1, math.ceil(len(records) * VAL_FRACTION)) if len(records) > 1 else 0
-    split = {"train": (records[: len(records) - n_val], train_dir), "val": (records[len(records) - n_val:], val_dir)}
+    if train_dir is None:
+        split = {"val": (records, val_dir)}
+    else:
+        n_val = max(1, math.ceil(len(records) * VAL_FRACTION)) if len(records) > 1 else 0
+        split = {"train": (records[: len(records) - n_val], train_dir), "val": (records[len(records) - n_val:], val_dir)}
     settings = ingest.IngestSettings.from_config(cfg, "vtt", short_side=size,
                                                    samples_per_shard=DEMO_SAMPLES_PER_SHARD)
     for name, (part, out) in split.items():

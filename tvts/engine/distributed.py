@@ -27,6 +27,10 @@ class DistInfo:
         return self.rank == 0
 
     @property
+    def num_nodes(self) -> int:
+        return max(1, self.world_size // max(1, self.local_world_size))
+
+    @property
     def device(self) -> torch.device:
         if torch.cuda.is_available():
             return torch.device("cuda", self.local_rank)
@@ -80,13 +84,15 @@ def all_reduce_max(value: float) -> float:
     return float(t.item())
 
 
-def all_reduce_mean(values: dict[str, float]) -> dict[str, float]:
+def all_reduce_mean(values: dict[str, float], op: str = "mean") -> dict[str, float]:
+    """Each value's mean over ranks (``op="max"``: its max); one collective for the whole dict."""
     if not (dist.is_available() and dist.is_initialized()) or not values:
         return values
     keys = sorted(values)
     t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
-    dist.all_reduce(t)
-    t /= dist.get_world_size()
+    dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
+    if op == "mean":
+        t /= dist.get_world_size()
     return dict(zip(keys, t.tolist()))
 
 

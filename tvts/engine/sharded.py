@@ -92,8 +92,10 @@ class FSDPStrategy(Strategy):
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
         ensure_process_group(self.info)
-        model = self.module.to(self.device)
-        broadcast_from_rank0(model)
+        deferred = is_meta(self.module)  # built on the meta device: allocate only this rank's shards below
+        model = self.module if deferred else self.module.to(self.device)
+        if not deferred:
+            broadcast_from_rank0(model)
         apply_activation_checkpointing(model, self.cfg)
         apply_compile(model, self.cfg)
         mesh = init_device_mesh(self.device.type, (dist.get_world_size(),))
@@ -110,6 +112,8 @@ class FSDPStrategy(Strategy):
                 fully_shard(block, mesh=mesh, mp_policy=mp)
         ignored = set(model.text.parameters()) if frozen_text else None
         fully_shard(model, mesh=mesh, mp_policy=mp, ignored_params=ignored)
+        if deferred:
+            materialize(model, self.device)
         # TVTSOutput holds views (video_embed = tokens[:, 0]); the trainer never writes into them in place
         warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module .* returned a view tensor")
         self.model = model
@@ -189,6 +193,102 @@ class FSDPStrategy(Strategy):
         if not self.info.is_main:
             return None
         return {unwrapped_name(k): _float_cpu(v) for k, v in full.items()}
+
+
+def is_meta(module: nn.Module) -> bool:
+    """Whether ``module`` was built on the meta device (deferred initialisation)."""
+    return any(p.is_meta for p in module.parameters())
+
+
+@torch.no_grad()
+def materialize(model: nn.Module, device: torch.device) -> None:
+    """Deferred initialisation after ``fully_shard`` on a meta-built model: allocate this rank's shards
+    (``to_empty``), run the model's own init on them (``reset_parameters``: each rank draws its own shard),
+    then give every rank rank 0's values of the tensors that stay whole (a frozen text tower, buffers).
+    No rank ever holds more than its shards plus the replicated tensors."""
+    from torch.distributed.tensor import DTensor
+
+    model.to_empty(device=device)
+    model.reset_parameters()
+    if dist.get_world_size() > 1:
+        for tensor in list(model.parameters()) + list(model.buffers()):
+            if not isinstance(tensor, DTensor):
+                data = tensor.data.view(torch.uint8) if tensor.dtype == torch.bool else tensor.data
+                dist.broadcast(data, src=0)
+
+
+def zero3_init_context(cfg, world_size: int):
+    """``deepspeed.zero.Init`` for building a model under ZeRO-3: every parameter is partitioned over the
+    ranks as soon as its module is constructed (after rank 0's values are broadcast), in the stored
+    precision, so no rank holds the whole model."""
+    _deepspeed_env(0)
+    import deepspeed
+
+    config = deepspeed_config(cfg, 3, world_size)
+    config.pop("train_batch_size")  # zero.Init checks it against a world size it does not know yet
+    # the stored dtype comes from the config's bf16/fp16 sections (an explicit dtype=float32 turns into bf16
+    # on accelerators without fp16 in DeepSpeed 0.19.8)
+    return deepspeed.zero.Init(config_dict_or_path=config)
+
+
+@torch.no_grad()
+def init_zero3_partitions(model: nn.Module) -> None:
+    """The model's own init for a model built under ``zero.Init``, whose parameters were partitioned as each
+    module was constructed, before its parent could initialise them (CLIP's scaled projections, TVTSv2's
+    zero temporal attention). One init unit (a block) at a time is gathered, initialised on rank 0 and
+    partitioned again with rank 0's values, so no rank holds more than one block whole."""
+    import deepspeed
+
+    for params, init in model.init_units():
+        with deepspeed.zero.GatheredParameters(params, modifier_rank=0):
+            if dist.get_rank() == 0:
+                init()
+
+
+@torch.no_grad()
+def stream_pretrained(model: nn.Module, path: str | Path) -> list[str]:
+    """Copy a safetensors file in our layout (``launch/convert.py`` output) into ``model`` without any rank
+    reading or holding all of it: the file is memory-mapped and each parameter takes only what this rank
+    keeps, its rows of an FSDP2 DTensor (dim-0 shards); under ZeRO-3 one parameter at a time is gathered,
+    written by rank 0 and partitioned again; whole tensors elsewhere. Called between ``parallelize`` and the
+    optimizer (DeepSpeed takes its fp32 masters from the parameters). Returns the names loaded; the other
+    parameters keep their init."""
+    from safetensors import safe_open
+    from torch.distributed.tensor import DTensor
+    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+    loaded = []
+    with safe_open(str(path), framework="pt") as f:
+        keys = set(f.keys())
+        for name, param in model.named_parameters():
+            key = unwrapped_name(name)
+            if key not in keys:
+                continue
+            if isinstance(param, DTensor):
+                shape, offset = compute_local_shape_and_global_offset(param.shape, param.device_mesh, param.placements)
+                local = param.to_local()
+                if local.numel():
+                    local.copy_(f.get_slice(key)[offset[0]:offset[0] + shape[0]])
+            elif hasattr(param, "ds_id"):
+                import deepspeed
+
+                with deepspeed.zero.GatheredParameters([param], modifier_rank=0):
+                    if dist.get_rank() == 0:
+                        param.data.copy_(f.get_tensor(key))
+            else:
+                param.data.copy_(f.get_tensor(key))
+            loaded.append(key)
+    return loaded
+
+
+def _deepspeed_env(local_rank: int) -> None:
+    # DeepSpeed JIT-builds ops (shm_comm on CPU) into a cache keyed by Python/CUDA only, not by torch:
+    # keep it per environment
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(sys.prefix, "torch_extensions"))
+    os.environ.setdefault("LOCAL_RANK", str(local_rank))  # launchers set it; plain `python` does not
+    # DeepSpeed calls the collectives by their torch<=2.11 names (deprecated in 2.13)
+    warnings.filterwarnings("ignore", message=r"`torch\.distributed\.(all_gather_into_tensor|reduce_scatter_tensor)`"
+                                              r" is deprecated")
 
 
 @contextlib.contextmanager
@@ -303,31 +403,27 @@ class ZeroStrategy(Strategy):
 
     stage: int  # set by the registered subclasses zero1, zero2, zero3
 
-    def __init__(self, cfg, model: nn.Module, info: DistInfo, total_steps: int):
+    def __init__(self, cfg, model: nn.Module, info: DistInfo, total_steps: int, pretrained: Optional[str] = None):
         self.pending = 0  # backward calls since the last step
-        super().__init__(cfg, model, info, total_steps)
+        super().__init__(cfg, model, info, total_steps, pretrained)
 
     def parallelize(self) -> None:
         ensure_process_group(self.info)
+        if self.stage == 3 and any(hasattr(p, "ds_id") for p in self.module.parameters()):
+            init_zero3_partitions(self.module)  # built under zero.Init (tvts.engine.memory.init_context)
         self.module.to(self.device)
         apply_activation_checkpointing(self.module, self.cfg)
         apply_compile(self.module, self.cfg)
         # the engine is built with the optimizer (build_optimizer): DeepSpeed wraps both at once
 
     def build_optimizer(self) -> None:
-        # DeepSpeed JIT-builds ops (shm_comm on CPU) into a cache keyed by Python/CUDA only, not by torch:
-        # keep it per environment
-        os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(sys.prefix, "torch_extensions"))
-        os.environ.setdefault("LOCAL_RANK", str(self.info.local_rank))  # launchers set it; plain `python` does not
+        _deepspeed_env(self.info.local_rank)
         import deepspeed
         from deepspeed.accelerator import get_accelerator
 
         accelerator = get_accelerator()
         if self.cfg.train.precision == "fp16" and not accelerator.is_fp16_supported():
             raise ConfigError(f"train.precision: DeepSpeed has no fp16 on {accelerator.device_name()}; use bf16 or fp32")
-        # DeepSpeed calls the collectives by their torch<=2.11 names (deprecated in 2.13)
-        warnings.filterwarnings("ignore", message=r"`torch\.distributed\.(all_gather_into_tensor|reduce_scatter_tensor)`"
-                                                  r" is deprecated")
         if self.stage == 3 and not any(p.requires_grad for p in self.module.text.parameters()):
             from deepspeed.utils import set_z3_leaf_module
 

@@ -66,7 +66,7 @@ class Strategy:
 
     name = "single"
 
-    def __init__(self, cfg, model: nn.Module, info: DistInfo, total_steps: int):
+    def __init__(self, cfg, model: nn.Module, info: DistInfo, total_steps: int, pretrained: Optional[str] = None):
         self.cfg = cfg
         self.info = info
         self.device = info.device
@@ -74,6 +74,10 @@ class Strategy:
         self.module = model  # the unwrapped model (attribute access, export)
         self.total_steps = total_steps
         self.parallelize()
+        if pretrained:  # into the shards, before the optimizer copies anything
+            from tvts.engine.sharded import stream_pretrained
+
+            stream_pretrained(self.module, pretrained)
         self.build_optimizer()
 
     # -- setup --------------------------------------------------------------------------------------
@@ -195,7 +199,9 @@ class DDPStrategy(Strategy):
         apply_compile(self.module, self.cfg)
         ids = [self.device.index] if self.device.type == "cuda" else None
         # the sorter gets no gradient on caption (VTC-only) steps
-        self.model = DDP(self.module, device_ids=ids, find_unused_parameters=bool(self.cfg.data.captions))
+        # gradients live in DDP's buckets (no second copy of them)
+        self.model = DDP(self.module, device_ids=ids, find_unused_parameters=bool(self.cfg.data.captions),
+                         gradient_as_bucket_view=True)
 
     def no_sync(self):
         return self.model.no_sync()
@@ -204,7 +210,9 @@ class DDPStrategy(Strategy):
 STRATEGIES: dict[str, type[Strategy]] = {"single": Strategy, "ddp": DDPStrategy}
 
 
-def build_strategy(cfg, model: nn.Module, info: DistInfo, total_steps: int) -> Strategy:
+def build_strategy(cfg, model: nn.Module, info: DistInfo, total_steps: int, pretrained: Optional[str] = None) -> Strategy:
+    """The strategy of ``cfg.train.strategy`` around ``model`` (parallelised, with its optimizer);
+    ``pretrained``: a safetensors file in our layout streamed into the (sharded) parameters first."""
     name = cfg.train.strategy
     if name == "ddp" and info.world_size == 1:
         name = "single"  # DDP over one process is single, minus the wrapper
@@ -212,7 +220,7 @@ def build_strategy(cfg, model: nn.Module, info: DistInfo, total_steps: int) -> S
         _register_sharded()
     if name == "single" and info.world_size > 1:
         raise ValueError(f"train.strategy: single runs one process but the launcher started {info.world_size}; use ddp, fsdp or zero1-3")
-    return STRATEGIES[name](cfg, model, info, total_steps)
+    return STRATEGIES[name](cfg, model, info, total_steps, pretrained)
 
 
 def _register_sharded() -> None:

@@ -18,6 +18,7 @@ import torch
 import yaml
 
 from tvts.config import to_dict
+from tvts.engine import memory
 from tvts.engine.checkpoint import Checkpointer
 from tvts.engine.distributed import DistInfo, all_reduce_max, all_reduce_mean
 from tvts.engine.metrics import MetricLogger, device_peak_flops, mfu, peak_memory_bytes, train_flops_per_clip
@@ -51,7 +52,14 @@ class Trainer:
             torch.set_num_threads(cfg.train.threads)
         kernels.set_default_backend(cfg.train.attention)
         seed_everything(cfg.seed + info.rank)
-        self.model = model if model is not None else build_model(cfg)
+        if model is None:
+            # refuse a run that cannot fit before any rank allocates it; then build so that no rank holds the
+            # whole model when the strategy shards it (meta device for fsdp, zero.Init for zero3)
+            memory.check_fits(cfg, cfg.train.strategy, info.world_size,
+                              memory.machine_budget_bytes(info.local_world_size, info.device))
+            with memory.init_context(cfg, info.world_size):
+                model = build_model(cfg)
+        self.model = model
         if loader is None:
             from tvts.data.loader import build_train_loader
             from tvts.models.text import build_tokenizer
@@ -59,6 +67,7 @@ class Trainer:
             loader = build_train_loader(cfg, info, build_tokenizer(cfg))
         self.loader = loader
         self.strategy = build_strategy(cfg, self.model, info, cfg.train.steps)
+        memory.trim_host_memory()  # what building and sharding freed
         self.checkpointer = Checkpointer(self.run_dir, info, cfg.train.keep_last)
         self.metrics = MetricLogger(self.run_dir, info.is_main, cfg.train.steps)
         text = self.model.text
@@ -71,6 +80,8 @@ class Trainer:
         self.nonfinite_in_row = 0
         self.stop_requested = False
         self.window: list[dict] = []  # per-step stats since the last log
+        self.memory: dict[str, float] = {}  # this rank's measured bytes since the last log (maxima)
+        self.predicted = memory.predict(cfg, cfg.train.strategy, info.world_size)
         self.eval_loader = None
 
     # -- state --------------------------------------------------------------------------------------
@@ -96,7 +107,8 @@ class Trainer:
     def train(self) -> Path:
         cfg = self.cfg
         if self.info.is_main:
-            print(f"run directory: {self.run_dir.resolve()}", flush=True)
+            print(f"run directory: {self.run_dir.resolve()} ({self.info.world_size} rank(s) on {self.info.num_nodes} "
+                  f"node(s), {cfg.train.strategy})", flush=True)
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         self.maybe_resume()
@@ -140,6 +152,9 @@ class Trainer:
         clips = 0
         skip = False
         accum = cfg.train.grad_accum
+        step = self.step + 1
+        # memory figures on the steps that are logged (and the first): counting costs a walk over the states
+        measure = step == 1 or step % cfg.train.log_every == 0 or step == cfg.train.steps
         for micro in range(accum):
             t0 = time.perf_counter()
             kind, batch = next(batches)
@@ -147,7 +162,10 @@ class Trainer:
             batch = {k: _to_device(v, self.info.device) for k, v in batch.items()}
             last = micro == accum - 1
             with (self.strategy.no_sync() if not last else _null()):
-                out = self.strategy.forward(batch)
+                with memory.ActivationMeter(self.strategy.module) if measure else _null() as meter:
+                    out = self.strategy.forward(batch)
+                if measure:
+                    self._note_memory(activations_bytes=meter.bytes)
                 loss = out.loss
                 if _fault_nan(self.step + 1):
                     loss = loss * float("nan")
@@ -173,13 +191,36 @@ class Trainer:
                 raise TrainingAborted(f"{self.nonfinite_in_row} non-finite losses in a row at step {self.step}: "
                                       f"stopped with a checkpoint in {self.run_dir}; lower optim.lr or use bf16/fp32")
             return {"skipped": 1.0, "clips": 0, "seconds": time.perf_counter() - start, "data_wait": data_wait}
+        if measure:
+            self._note_memory(grads_bytes=memory.measure_model_state(self.strategy)["grads_bytes"])
         result = self.strategy.step()
+        if self.info.device.type == "cpu":
+            memory.trim_host_memory()  # this step's gradients and temporaries, before the next step's forward
+        if measure:  # after the step: torch's AdamW creates its states in the first one
+            state = memory.measure_model_state(self.strategy)
+            self._note_memory(params_bytes=state["params_bytes"], optim_bytes=state["optim_bytes"])
         if result.skipped:
             self.nonfinite_total += 1
         else:
             self.nonfinite_in_row = 0
         return {**totals, "grad_norm": result.grad_norm, "skipped": float(result.skipped), "clips": clips,
                 "seconds": time.perf_counter() - start, "data_wait": data_wait}
+
+    def _note_memory(self, **values: int) -> None:
+        for key, value in values.items():
+            self.memory[key] = max(self.memory.get(key, 0), value)
+
+    def memory_stats(self) -> dict[str, float]:
+        """Per-rank memory in GiB, the max over ranks: measured (model states from the strategy's tensors,
+        activations saved for backward, process peak RSS) beside the analytic prediction."""
+        measured = {**self.memory, "peak_rss_bytes": peak_memory_bytes(self.info.device)}
+        self.memory = {}
+        measured = all_reduce_mean(measured, op="max")
+        p = self.predicted
+        stats = {f"mem/{key[:-6]}_gib": value / 2**30 for key, value in measured.items()}
+        stats.update({f"mem/pred_{key[:-6]}_gib": getattr(p, key) / 2**30
+                      for key in ("params_bytes", "grads_bytes", "optim_bytes", "activations_bytes", "total_bytes")})
+        return stats
 
     def log(self) -> None:
         """Aggregate the steps since the last log: means of losses and accuracies (over ranks too), rates
@@ -202,6 +243,7 @@ class Trainer:
             "data_wait_frac": sum(w["data_wait"] for w in window) / seconds if seconds > 0 else 0.0,
             "step_time_s": seconds / len(window),
             "peak_mem_gib": peak_memory_bytes(self.info.device) / 2**30,
+            **self.memory_stats(),
             "skipped": sum(w["skipped"] for w in window),
             "nonfinite_total": float(self.nonfinite_total),
             "data_skipped": float(sum(getattr(self.loader, "skipped", {}).values())),

@@ -83,7 +83,7 @@ def attention_reference(q, k, v, key_padding_mask=None, scale=None, causal=False
     if allowed is None:
         return torch.matmul(scores.softmax(dim=-1), v.float()).to(q.dtype)
     # a finite fill (not -inf) keeps a row without keys finite in forward and backward; it is zeroed below
-    probs = scores.masked_fill(~allowed, torch.finfo(torch.float32).min).softmax(dim=-1)
+    probs = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min).softmax(dim=-1)  # bf16 under autocast
     probs = probs * allowed.any(-1, keepdim=True)
     return torch.matmul(probs, v.float()).to(q.dtype)
 

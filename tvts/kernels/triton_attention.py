@@ -55,12 +55,48 @@ def _store_tile(base, idx, stride, n, offs_d, head_dim, tile):
 
 
 @triton.jit
-def _valid_keys(MASK, cols, LK, HAS_MASK: tl.constexpr):
-    """Keys that exist (< LK) and, with a padding mask (MASK points at this batch row), are not padded."""
-    ok = cols < LK
+def _program_head(H):
+    """(batch * heads + head, batch, head) of this program: axis 0 walks (batch, head). It may exceed 65535
+    (many short v2 sequences); axis 1 (query or key blocks) may not."""
+    bh = tl.program_id(0).to(tl.int64)
+    return bh, bh // H, bh % H
+
+
+@triton.jit
+def _head_bases(Q, K, V, b, h, sqb, sqh, skb, skh, svb, svh):
+    """q, k, v pointers moved to this (batch, head): every tile load below adds only row offsets."""
+    return Q + b * sqb + h * sqh, K + b * skb + h * skh, V + b * svb + h * svh
+
+
+@triton.jit
+def _key_block(K, V, MASK, cols, skn, svn, LK, offs_d, HEAD_DIM,
+               HAS_MASK: tl.constexpr, UPCAST: tl.constexpr):
+    """k and v tiles of the keys ``cols`` and which of them are valid: they exist (< LK) and, with a
+    padding mask (MASK points at this batch row), are not padded."""
+    k = _load_tile(K, cols, skn, LK, offs_d, HEAD_DIM, UPCAST)
+    v = _load_tile(V, cols, svn, LK, offs_d, HEAD_DIM, UPCAST)
+    valid = cols < LK
     if HAS_MASK:
-        ok = ok & (tl.load(MASK + cols, mask=ok, other=0) != 0)
-    return ok
+        valid = valid & (tl.load(MASK + cols, mask=valid, other=0) != 0)
+    return k, v, valid
+
+
+@triton.jit
+def _query_block(Q, DO, LSE, DELTA, rows, sqm, sdm, LQ, offs_d, HEAD_DIM, UPCAST: tl.constexpr):
+    """Backward inputs of the queries ``rows``: q and dO tiles, log-sum-exp (+inf past LQ, so every
+    recomputed probability of those rows is 0) and delta."""
+    q = _load_tile(Q, rows, sqm, LQ, offs_d, HEAD_DIM, UPCAST)
+    do = _load_tile(DO, rows, sdm, LQ, offs_d, HEAD_DIM, UPCAST)
+    lse = tl.load(LSE + rows, mask=rows < LQ, other=float("inf"))
+    delta = tl.load(DELTA + rows, mask=rows < LQ, other=0.0)
+    return q, do, lse, delta
+
+
+@triton.jit
+def _scores(q, k, valid, qk_scale, PRECISION: tl.constexpr):
+    """(BLOCK_M, BLOCK_N) scores in base 2 (q k^T * scale * log2 e), -inf at invalid keys."""
+    s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
+    return tl.where(valid[None, :], s, float("-inf"))
 
 
 @triton.jit
@@ -69,23 +105,20 @@ def _fwd_kernel(Q, K, V, MASK, O, LSE,
                 H, LQ, LK, HEAD_DIM, qk_scale,
                 HAS_MASK: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
-    # axis 0 walks (batch, head): it may exceed 65535 (many short v2 sequences), axis 1 may not
-    bh = tl.program_id(0).to(tl.int64)
-    b, h = bh // H, bh % H
+    bh, b, h = _program_head(H)
+    Q, K, V = _head_bases(Q, K, V, b, h, sqb, sqh, skb, skh, svb, svh)
     rows = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
-    q = _load_tile(Q + b * sqb + h * sqh, rows, sqm, LQ, offs_d, HEAD_DIM, UPCAST)
+    q = _load_tile(Q, rows, sqm, LQ, offs_d, HEAD_DIM, UPCAST)
     # a finite start keeps exp2(m_old - m_new) at 0 (not nan) while every key seen so far is padded
     m_i = tl.full([BLOCK_M], -1.0e30, tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     for start_n in range(0, LK, BLOCK_N):
-        cols = start_n + offs_n
-        k = _load_tile(K + b * skb + h * skh, cols, skn, LK, offs_d, HEAD_DIM, UPCAST)
-        v = _load_tile(V + b * svb + h * svh, cols, svn, LK, offs_d, HEAD_DIM, UPCAST)
-        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
-        s = tl.where(_valid_keys(MASK + b * smb, cols, LK, HAS_MASK)[None, :], s, float("-inf"))
+        k, v, valid = _key_block(K, V, MASK + b * smb, start_n + offs_n, skn, svn, LK, offs_d, HEAD_DIM,
+                                 HAS_MASK, UPCAST)
+        s = _scores(q, k, valid, qk_scale, PRECISION)
         m_new = tl.maximum(m_i, tl.max(s, 1))
         alpha = tl.exp2(m_i - m_new)
         p = tl.exp2(s - m_new[:, None])
@@ -104,8 +137,7 @@ def _fwd_kernel(Q, K, V, MASK, O, LSE,
 def _bwd_delta_kernel(O, DO, DELTA, sob, soh, som, sdb, sdh, sdm, H, LQ, HEAD_DIM,
                       BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
     """delta_i = sum_d dO_id * O_id, the row term of the softmax backward."""
-    bh = tl.program_id(0).to(tl.int64)
-    b, h = bh // H, bh % H
+    bh, b, h = _program_head(H)
     rows = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     o = _load_tile(O + b * sob + h * soh, rows, som, LQ, offs_d, HEAD_DIM, True)
@@ -120,24 +152,20 @@ def _bwd_dkdv_kernel(Q, K, V, MASK, DO, LSE, DELTA, DK, DV,
                      HAS_MASK: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     """One key block: dV = P^T dO and dK = scale * dS^T Q, looping over every query block."""
-    bh = tl.program_id(0).to(tl.int64)
-    b, h = bh // H, bh % H
+    bh, b, h = _program_head(H)
+    Q, K, V = _head_bases(Q, K, V, b, h, sqb, sqh, skb, skh, svb, svh)
     cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_m = tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
-    k = _load_tile(K + b * skb + h * skh, cols, skn, LK, offs_d, HEAD_DIM, UPCAST)
-    v = _load_tile(V + b * svb + h * svh, cols, svn, LK, offs_d, HEAD_DIM, UPCAST)
-    col_ok = _valid_keys(MASK + b * smb, cols, LK, HAS_MASK)
+    k, v, valid = _key_block(K, V, MASK + b * smb, cols, skn, svn, LK, offs_d, HEAD_DIM, HAS_MASK, UPCAST)
     dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     for start_m in range(0, LQ, BLOCK_M):
-        rows = start_m + offs_m
-        q = _load_tile(Q + b * sqb + h * sqh, rows, sqm, LQ, offs_d, HEAD_DIM, UPCAST)
-        do = _load_tile(DO + b * sdb + h * sdh, rows, sdm, LQ, offs_d, HEAD_DIM, UPCAST)
-        lse = tl.load(LSE + bh * LQ + rows, mask=rows < LQ, other=float("inf"))
-        delta = tl.load(DELTA + bh * LQ + rows, mask=rows < LQ, other=0.0)
-        s_t = tl.dot(k, tl.trans(q), input_precision=PRECISION) * qk_scale  # (BLOCK_N, BLOCK_M)
-        p_t = tl.where(col_ok[:, None], tl.exp2(s_t - lse[None, :]), 0.0)
+        q, do, lse, delta = _query_block(Q, DO + b * sdb + h * sdh, LSE + bh * LQ, DELTA + bh * LQ,
+                                         start_m + offs_m, sqm, sdm, LQ, offs_d, HEAD_DIM, UPCAST)
+        # transposed (BLOCK_N, BLOCK_M) tiles: dV and dK accumulate over queries without a transpose of P
+        s_t = tl.dot(k, tl.trans(q), input_precision=PRECISION) * qk_scale
+        p_t = tl.where(valid[:, None], tl.exp2(s_t - lse[None, :]), 0.0)
         dv += tl.dot(p_t.to(do.dtype), do, input_precision=PRECISION)
         dp_t = tl.dot(v, tl.trans(do), input_precision=PRECISION)
         ds_t = p_t * (dp_t - delta[None, :])
@@ -154,22 +182,19 @@ def _bwd_dq_kernel(Q, K, V, MASK, DO, LSE, DELTA, DQ,
                    HAS_MASK: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     """One query block: dQ = scale * dS K, looping over every key block."""
-    bh = tl.program_id(0).to(tl.int64)
-    b, h = bh // H, bh % H
+    bh, b, h = _program_head(H)
+    Q, K, V = _head_bases(Q, K, V, b, h, sqb, sqh, skb, skh, svb, svh)
     rows = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
-    q = _load_tile(Q + b * sqb + h * sqh, rows, sqm, LQ, offs_d, HEAD_DIM, UPCAST)
-    do = _load_tile(DO + b * sdb + h * sdh, rows, sdm, LQ, offs_d, HEAD_DIM, UPCAST)
-    lse = tl.load(LSE + bh * LQ + rows, mask=rows < LQ, other=float("inf"))
-    delta = tl.load(DELTA + bh * LQ + rows, mask=rows < LQ, other=0.0)
+    q, do, lse, delta = _query_block(Q, DO + b * sdb + h * sdh, LSE + bh * LQ, DELTA + bh * LQ,
+                                     rows, sqm, sdm, LQ, offs_d, HEAD_DIM, UPCAST)
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     for start_n in range(0, LK, BLOCK_N):
-        cols = start_n + offs_n
-        k = _load_tile(K + b * skb + h * skh, cols, skn, LK, offs_d, HEAD_DIM, UPCAST)
-        v = _load_tile(V + b * svb + h * svh, cols, svn, LK, offs_d, HEAD_DIM, UPCAST)
-        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
-        p = tl.where(_valid_keys(MASK + b * smb, cols, LK, HAS_MASK)[None, :], tl.exp2(s - lse[:, None]), 0.0)
+        k, v, valid = _key_block(K, V, MASK + b * smb, start_n + offs_n, skn, svn, LK, offs_d, HEAD_DIM,
+                                 HAS_MASK, UPCAST)
+        # -inf scores at invalid keys and +inf lse at empty rows both give probability exp2(-inf) = 0
+        p = tl.exp2(_scores(q, k, valid, qk_scale, PRECISION) - lse[:, None])
         dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
         ds = p * (dp - delta[:, None])
         dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION)

@@ -93,4 +93,14 @@ def trunc_normal_init(module: nn.Module, std: float = 0.02) -> None:
             nn.init.zeros_(m.bias)
 
 
-__all__ = ["QuickGELU", "activation", "Mlp", "Attention", "Block", "trunc_normal_init"]
+def unwrap_module(module: nn.Module) -> nn.Module:
+    """The module inside ``torch.compile`` (``_orig_mod``) and checkpoint (``_checkpoint_wrapped_module``)
+    wrappers."""
+    while True:
+        inner = getattr(module, "_orig_mod", None) or getattr(module, "_checkpoint_wrapped_module", None)
+        if inner is None:
+            return module
+        module = inner
+
+
+__all__ = ["QuickGELU", "activation", "Mlp", "Attention", "Block", "trunc_normal_init", "unwrap_module"]

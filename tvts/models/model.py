@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from functools import partial
+from typing import Callable, Optional
 
 import torch
 import torch.nn as nn
@@ -51,6 +52,24 @@ class TVTSModel(nn.Module):
             self.text_head = nn.Identity()
         self.sorter = SortHead(self.video.output_dim, text_dim, self.num_windows, m.sort.depth, m.sort.heads,
                                m.sort.mlp_ratio, m.sort.transcript_norm)
+
+    def reset_parameters(self) -> None:
+        """Initialise every weight and buffer as construction does; after ``to_empty`` from the meta device
+        (deferred initialisation, also on sharded DTensors)."""
+        for _, init in self.init_units():
+            init()
+
+    def init_units(self) -> list[tuple[list[nn.Parameter], Callable[[], None]]]:
+        """(parameters, init) units covering the whole model, each small (a block, the sorter, the heads):
+        ZeRO-3 gathers one unit's parameters at a time around its init (tvts.engine.sharded)."""
+        units = []
+        for tower in (self.video, self.text):
+            if not hasattr(tower, "init_units"):
+                raise NotImplementedError(f"{type(tower).__name__} cannot be initialised after a deferred build")
+            units += tower.init_units()
+        for part in (self.video_head, self.text_head, self.sorter):
+            units.append((list(part.parameters()), partial(_reset_leaves, part)))
+        return units
 
     def new_modules(self) -> list[nn.Module]:
         """Modules trained from scratch in TVTSv2 (lr 1e-4): temporal attention + its norm, the sorter,
@@ -105,6 +124,13 @@ class TVTSModel(nn.Module):
         out.sort_logits = logits
         out.sort_acc, out.sort_acc_all = sort_accuracy(logits, labels)
         return out
+
+
+def _reset_leaves(module: nn.Module) -> None:
+    """Every ``reset_parameters`` inside ``module``: torch's init of its layers, the sort head's own tensors."""
+    for m in module.modules():
+        if hasattr(m, "reset_parameters"):
+            m.reset_parameters()
 
 
 def build_model(cfg, pretrained_text: bool = True) -> TVTSModel:

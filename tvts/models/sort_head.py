@@ -10,6 +10,10 @@ Only the K transcript rows of the last block are read, so that block computes on
 readout"): queries, output projection, residual and MLP on K rows; keys and values still on all N + K
 rows. Exactly the last K rows of the full block; for v1 B/16 (397 tokens) the sorter's forward FLOPs
 drop by ~42 % (docs/benchmarks.md, "Kernels").
+
+The first block needs every row (the last block's keys and values are all of its outputs), so its only
+exact saving is the input: :class:`TypedConcat` writes video + type_embed[0] and transcripts +
+type_embed[1] straight into the one (B, N + K, D) sequence, instead of two sums and a copy.
 """
 from __future__ import annotations
 
@@ -22,6 +26,34 @@ import torch.nn.functional as F
 
 from tvts.kernels import attention
 from tvts.models.layers import Block
+
+
+class TypedConcat(torch.autograd.Function):
+    """[video + type_embed[0] ; transcripts + type_embed[1]] written into one buffer.
+
+    Equal (bitwise) to ``torch.cat([video + t[:, :1], transcripts + t[:, 1:]], 1)`` in values, dtype and
+    gradients, without the (B, N, D) temporary sum and the copy of it into the concatenation.
+    """
+
+    @staticmethod
+    def forward(ctx, video: torch.Tensor, transcripts: torch.Tensor, type_embed: torch.Tensor) -> torch.Tensor:
+        """video (B, N, D), transcripts (B, K, D), type_embed (1, 2, D) -> (B, N + K, D) in the promoted dtype."""
+        b, n, dim = video.shape
+        dtype = torch.promote_types(torch.result_type(video, type_embed), torch.result_type(transcripts, type_embed))
+        x = video.new_empty(b, n + transcripts.shape[1], dim, dtype=dtype)
+        torch.add(video, type_embed[0, 0], out=x[:, :n])
+        torch.add(transcripts, type_embed[0, 1], out=x[:, n:])
+        ctx.n = n
+        ctx.dtypes = video.dtype, transcripts.dtype, type_embed.dtype
+        return x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        video_grad, text_grad = grad[:, :ctx.n], grad[:, ctx.n:]
+        type_grad = None
+        if ctx.needs_input_grad[2]:  # the broadcast add's gradient: summed over batch and rows
+            type_grad = torch.stack([video_grad.sum((0, 1)), text_grad.sum((0, 1))])[None].to(ctx.dtypes[2])
+        return video_grad.to(ctx.dtypes[0]), text_grad.to(ctx.dtypes[1]), type_grad
 
 
 class SortBlock(Block):
@@ -67,6 +99,12 @@ class SortHead(nn.Module):
             self.register_buffer("transcript_mean", torch.zeros(transcript_dim))
             self.register_buffer("transcript_mean_ready", torch.zeros((), dtype=torch.bool))
 
+    def reset_parameters(self) -> None:
+        """The construction-time values of the head's own tensors (its layers reset themselves)."""
+        torch.nn.init.zeros_(self.type_embed)
+        for buffer in self.buffers(recurse=False):
+            buffer.zero_()
+
     def prepare_transcripts(self, transcripts: torch.Tensor) -> torch.Tensor:
         if self.transcript_norm != "center_l2":
             return transcripts
@@ -89,7 +127,7 @@ class SortHead(nn.Module):
         """video_tokens: (B, N, D); transcripts: (B, K, Dt), already detached. Returns logits (B, K, K)."""
         k = transcripts.shape[1]
         text = self.transcript_proj(self.prepare_transcripts(transcripts).to(video_tokens.dtype))
-        x = torch.cat([video_tokens + self.type_embed[:, :1], text + self.type_embed[:, 1:]], dim=1)
+        x = TypedConcat.apply(video_tokens, text, self.type_embed)  # (B, N + K, D)
         for blk in self.blocks[:-1]:
             x = blk(x)
         x = self.blocks[-1](x, readout=k)  # (B, K, D): only the transcript rows are read

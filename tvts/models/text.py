@@ -21,8 +21,9 @@ import json
 
 import inspect
 from collections import OrderedDict
+from functools import partial
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -32,7 +33,7 @@ from tvts.config import ConfigError
 from tvts.kernels import attention
 from tvts.models.clip_tokenizer import VOCAB_SIZE as CLIP_VOCAB_SIZE
 from tvts.models.clip_tokenizer import CLIPTokenizer
-from tvts.models.layers import activation
+from tvts.models.layers import activation, unwrap_module
 
 CACHE_MAX_BYTES = 256 << 20  # ~100k CLIP-B or ~150k MiniLM transcripts; least recently used are dropped
 
@@ -308,6 +309,7 @@ class CLIPTextTransformer(TextEncoder):
         if not 0 <= frozen_layers <= layers:
             raise ValueError(f"frozen_layers {frozen_layers} is outside [0, {layers}]")
         self.context_length = context_length
+        self.width = width
         self.output_dim = output_dim
         self.token_embedding = nn.Embedding(vocab_size, width)
         self.positional_embedding = nn.Parameter(torch.empty(context_length, width))
@@ -320,20 +322,39 @@ class CLIPTextTransformer(TextEncoder):
 
     def reset_parameters(self) -> None:
         """OpenAI CLIP's text init: residual projections scaled down with depth."""
-        width, layers = self.positional_embedding.shape[1], len(self.transformer.resblocks)
+        for _, init in self.init_units():
+            init()
+
+    def init_units(self) -> list[tuple[list[nn.Parameter], Callable[[], None]]]:
+        """The init as (parameters, function) units: embeddings, each block, then the final norm and
+        projection (the order of the random draws), so that a ZeRO-3 build can gather one unit at a time."""
+        first = [self.token_embedding.weight, self.positional_embedding]
+        last = [self.text_projection, *self.ln_final.parameters()]
+        blocks = [(list(block.parameters()), partial(self._init_block, block)) for block in self.transformer.resblocks]
+        return [(first, self._init_embeddings), *blocks, (last, self._init_head)]
+
+    def _init_embeddings(self) -> None:
+        nn.init.normal_(self.token_embedding.weight, std=0.02)
+        nn.init.normal_(self.positional_embedding, std=0.01)
+
+    def _init_block(self, block: "CLIPResidualBlock") -> None:
+        width, layers = self.width, len(self.transformer.resblocks)
         attn_std = width ** -0.5
         proj_std = attn_std * (2 * layers) ** -0.5
         fc_std = (2 * width) ** -0.5
-        nn.init.normal_(self.token_embedding.weight, std=0.02)
-        nn.init.normal_(self.positional_embedding, std=0.01)
-        for block in self.transformer.resblocks:
-            nn.init.normal_(block.attn.in_proj_weight, std=attn_std)
-            nn.init.normal_(block.attn.out_proj.weight, std=proj_std)
-            nn.init.normal_(block.mlp.c_fc.weight, std=fc_std)
-            nn.init.normal_(block.mlp.c_proj.weight, std=proj_std)
-            for bias in (block.attn.in_proj_bias, block.attn.out_proj.bias, block.mlp.c_fc.bias, block.mlp.c_proj.bias):
-                nn.init.zeros_(bias)
-        nn.init.normal_(self.text_projection, std=width ** -0.5)
+        block = unwrap_module(block)
+        nn.init.normal_(block.attn.in_proj_weight, std=attn_std)
+        nn.init.normal_(block.attn.out_proj.weight, std=proj_std)
+        nn.init.normal_(block.mlp.c_fc.weight, std=fc_std)
+        nn.init.normal_(block.mlp.c_proj.weight, std=proj_std)
+        for bias in (block.attn.in_proj_bias, block.attn.out_proj.bias, block.mlp.c_fc.bias, block.mlp.c_proj.bias):
+            nn.init.zeros_(bias)
+        for norm in (block.ln_1, block.ln_2):
+            norm.reset_parameters()
+
+    def _init_head(self) -> None:
+        self.ln_final.reset_parameters()
+        nn.init.normal_(self.text_projection, std=self.width ** -0.5)
 
     def encode(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """(N, L) CLIP ids (SOT ... EOT, zero padding) -> (N, output_dim). The mask is not needed: EOT is

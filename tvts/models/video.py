@@ -14,46 +14,56 @@ is exact because the official code adds position embeddings before dropping toke
 """
 from __future__ import annotations
 
-from typing import Optional
+from functools import partial
+from typing import Callable, Optional
 
 import torch
 import torch.nn as nn
 
 from tvts.kernels import attention
-from tvts.models.layers import Attention, Block, Mlp, trunc_normal_init
+from tvts.models.layers import Attention, Block, Mlp, trunc_normal_init, unwrap_module
 
 
 class DividedAttention(Attention):
     """Self-attention within groups of patch tokens (one frame, or one spatial location across frames),
-    with CLS as an extra key/value of every group and CLS itself querying all tokens."""
+    with CLS as an extra key/value of every group and CLS itself querying all tokens.
+
+    Every group has the same length (tube masking keeps the same patches in every frame), so all groups
+    of a direction go through one batched :func:`attention` call without padding; packing them into one
+    sequence with a block-diagonal mask would compute 12x (spatial) to 90x (temporal) more scores at B/16.
+    Layout (docs/benchmarks.md, "v2 divided attention"): q, k and v are split once (``unbind``/``split``,
+    whose backward concatenates) rather than sliced out of the qkv projection six times (each slice's
+    backward zero-fills a full-size gradient that is then summed); CLS keys/values are broadcast into
+    the groups by the same concatenation that gathers the group's keys/values.
+    """
 
     def forward(self, x: torch.Tensor, slots: int, over: str) -> torch.Tensor:
-        """x: (B, 1 + slots * n, D) with CLS first and patches slot-major; ``over`` is "space" or "time"."""
-        b, length, dim = x.shape
+        """x: (B, 1 + slots * n, D) with CLS first and patches slot-major; ``over`` is "space" or "time".
+        Returns (B, 1 + slots * n, D)."""
+        b, length, _ = x.shape
         n = (length - 1) // slots
         h, d = self.heads, self.head_dim
-        qkv = self.qkv(x).view(b, length, 3, h, d)
-        cls_q, cls_k, cls_v = (qkv[:, :1, i].transpose(1, 2) for i in range(3))  # (B, H, 1, d)
-        q_all, k_all, v_all = (qkv[:, :, i].transpose(1, 2) for i in range(3))  # (B, H, L, d)
-        cls_out = attention(cls_q, k_all, v_all)  # (B, H, 1, d)
+        q, k, v = self.qkv(x).view(b, length, 3, h, d).unbind(2)  # (B, L, H, d) each
+        (cls_q, patch_q), (cls_k, patch_k), (cls_v, patch_v) = (t.split([1, length - 1], dim=1) for t in (q, k, v))
+        cls_out = attention(cls_q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))  # (B, H, 1, d)
 
-        patches = qkv[:, 1:].view(b, slots, n, 3, h, d)
-        if over == "space":  # groups: (b, slot), sequence: n patches of that slot
-            grouped = patches.permute(3, 0, 1, 4, 2, 5)  # (3, B, S, H, n, d)
-            groups, seq = slots, n
-        else:  # groups: (b, patch), sequence: the same patch across slots
-            grouped = patches.permute(3, 0, 2, 4, 1, 5)  # (3, B, n, H, S, d)
-            groups, seq = n, slots
-        q, k, v = (t.reshape(b * groups, h, seq, d) for t in grouped)
-        k = torch.cat([cls_k.repeat_interleave(groups, dim=0), k], dim=2)
-        v = torch.cat([cls_v.repeat_interleave(groups, dim=0), v], dim=2)
-        out = attention(q, k, v).view(b, groups, h, seq, d)
-        if over == "space":
-            out = out.permute(0, 2, 1, 3, 4)  # (B, H, S, n, d)
-        else:
-            out = out.permute(0, 2, 3, 1, 4)  # (B, H, S, n, d)
-        out = torch.cat([cls_out, out.reshape(b, h, slots * n, d)], dim=2)
-        return self.merge_heads(out)
+        # (B, S*n, H, d) -> (B, groups, H, seq, d): a frame's n patches (space) or a patch's S frames (time)
+        order = (0, 1, 3, 2, 4) if over == "space" else (0, 2, 3, 1, 4)
+        groups, seq = (slots, n) if over == "space" else (n, slots)
+
+        def grouped(t: torch.Tensor) -> torch.Tensor:
+            return t.view(b, slots, n, h, d).permute(order)
+
+        def with_cls(cls: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # [CLS ; group] keys or values
+            cls = cls.transpose(1, 2)[:, None].expand(b, groups, h, 1, d)
+            return torch.cat([cls, grouped(t)], dim=3).view(b * groups, h, seq + 1, d)
+
+        out = attention(grouped(patch_q).reshape(b * groups, h, seq, d), with_cls(cls_k, patch_k),
+                        with_cls(cls_v, patch_v))
+        # back to (B, S, n, H, d) by the inverse permutation, then rows [CLS ; patches] and the output projection
+        out = out.view(b, groups, h, seq, d).permute(tuple(order.index(i) for i in range(5)))
+        rows = torch.cat([cls_out.transpose(1, 2), out.reshape(b, slots * n, h, d)], dim=1)
+        return self.proj(rows.flatten(2))
 
 
 class DividedBlock(nn.Module):
@@ -82,6 +92,15 @@ class DividedBlock(nn.Module):
         t = self.time_attn(self.time_norm(x), slots, "time")
         x = x + self.attn(self.norm1(x + t), slots, "space")
         return x + self.mlp(self.norm2(x))
+
+
+def _init_block(block: nn.Module) -> None:
+    """VideoMAE/timm init of one block (also through checkpoint/compile wrappers); TVTSv2's temporal
+    attention then starts as the identity of the frame-wise block."""
+    trunc_normal_init(block)
+    block = unwrap_module(block)
+    if isinstance(block, DividedBlock):
+        block.zero_init_temporal()
 
 
 class JointBlock(Block):
@@ -130,7 +149,19 @@ class VideoEncoder(nn.Module):
     # -- init --------------------------------------------------------------------------------------
     def reset_parameters(self) -> None:
         """From-scratch init (pretrained weights overwrite most of it). Works after ``to_empty``."""
-        trunc_normal_init(self)
+        for _, init in self.init_units():
+            init()
+
+    def init_units(self) -> list[tuple[list[nn.Parameter], Callable[[], None]]]:
+        """The init as (parameters, function) units, one block at a time then the encoder's own tensors (the
+        order of the random draws), so that a ZeRO-3 build can gather one unit's parameters around its init."""
+        own = list(self.parameters(recurse=False)) + list(self.norm_pre.parameters()) + list(self.norm.parameters())
+        units = [(list(blk.parameters()), partial(_init_block, blk)) for blk in self.blocks]
+        return units + [(own, self._init_own)]
+
+    def _init_own(self) -> None:
+        trunc_normal_init(self.norm_pre)
+        trunc_normal_init(self.norm)
         fan_in = self.patch_embed[0].numel()
         nn.init.trunc_normal_(self.patch_embed, std=fan_in**-0.5)
         if self.patch_bias is not None:
@@ -147,9 +178,6 @@ class VideoEncoder(nn.Module):
             nn.init.zeros_(self.temporal_embed)
         if self.proj is not None:
             nn.init.normal_(self.proj, std=self.width**-0.5)
-        for blk in self.blocks:
-            if isinstance(blk, DividedBlock):
-                blk.zero_init_temporal()
 
     def new_modules(self) -> list[nn.Module]:
         """Modules that no image checkpoint provides (TVTSv2's lr-1e-4 group): temporal attention + its norm."""
