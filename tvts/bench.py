@@ -20,6 +20,8 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
+from tvts.engine.memory import ActivationMeter, trim_host_memory
+
 
 # ----------------------------------------------------------------------------------------------
 # Timing
@@ -94,15 +96,6 @@ def _status_kib(field: str) -> int:
     return 0
 
 
-def _trim_heap() -> None:
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
 class PeakMemory:
     """Peak memory of a region: ``reset()`` then ``peak_bytes()``; ``baseline`` is what was held at reset.
 
@@ -127,7 +120,7 @@ class PeakMemory:
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
         else:
-            _trim_heap()  # freed heap pages go back to the OS, or a new region would reuse them unseen
+            trim_host_memory()  # freed heap pages go back to the OS, or a new region would reuse them unseen
             try:
                 with open(f"/proc/{os.getpid()}/clear_refs", "w") as f:
                     f.write("5")  # 5: reset the peak RSS to the current RSS (Linux >= 4.0)
@@ -145,20 +138,14 @@ class PeakMemory:
 def saved_mib(step: Callable, device: torch.device) -> tuple[float, Optional[float]]:
     """(MiB saved for backward by one forward ``step()``, CUDA peak MiB of forward+backward above what was
     allocated before; None on CPU)."""
-    storages = {}
-
-    def pack(t):
-        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
     peak = PeakMemory(device)
     if device.type == "cuda":
         peak.reset()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    with ActivationMeter() as meter:
         out = step()
     out.float().sum().backward()
     above = (peak.peak_bytes() - peak.baseline) / 2**20 if device.type == "cuda" else None
-    return sum(storages.values()) / 2**20, above
+    return meter.bytes / 2**20, above
 
 
 # ----------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from tvts.data import synthetic
 from tvts.data.augment import augment_video
+from tvts.data.loader import _BatchSource, _identity, _worker_slot
 from tvts.data.pipeline import SampleTransform, collate, sample_rng
 from tvts.data.sampling import cfr_frame_starts, frame_indices
 
@@ -68,10 +69,6 @@ class StreamClips:
                           sample_rng(self.cfg.seed, 0, video.id), frames)
 
 
-def _identity(item):
-    return item
-
-
 class _StreamDataset(IterableDataset):
     def __init__(self, cfg, rank: int, world: int, slots: int, tokenizer, first_batch: int):
         super().__init__()
@@ -79,8 +76,7 @@ class _StreamDataset(IterableDataset):
         self.tokenizer, self.first_batch = tokenizer, first_batch
 
     def __iter__(self):
-        info = torch.utils.data.get_worker_info()
-        worker = info.id if info is not None else 0
+        worker, _ = _worker_slot()
         clips = StreamClips(self.cfg)
         size = self.cfg.train.micro_batch
         g = self.first_batch + worker
@@ -91,7 +87,7 @@ class _StreamDataset(IterableDataset):
             g += self.slots
 
 
-class StreamLoader:
+class StreamLoader(_BatchSource):
     """Infinite iterable of ``("transcripts", batch)`` from the procedural stream; the batch layout is
     :func:`tvts.data.loader.build_train_loader`'s. ``state_dict`` / ``load_state_dict`` make resume exact."""
 
@@ -100,11 +96,6 @@ class StreamLoader:
         self.slots = max(1, cfg.data.num_workers)
         self.global_batches = 0
         self.skipped: dict[str, int] = {}  # rendering cannot fail on a sample: nothing is ever skipped
-        self.cache_stats: dict = {}
-
-    def __iter__(self) -> Iterator[tuple[str, dict]]:
-        for kind, batch, _ in self.batches():
-            yield kind, batch
 
     def batches(self) -> Iterator[tuple[str, dict, dict]]:
         dataset = _StreamDataset(self.cfg, self.info.rank, self.info.world_size, self.slots, self.tokenizer,

@@ -145,9 +145,9 @@ _NOISE_WORDS = _content_vocabulary()
 _REF_SIZE = 64  # sizes below are in pixels of a 64x64 canvas and scale with the canvas
 _R_MIN, _R_MAX = 3.0, 16.0  # half-extent of an object over its whole life
 # Events are large on purpose: a from-scratch ViT with 16 px patches learns to tell them apart in hundreds of
-# steps only when one event changes its object a lot (a supervised per-window event-type probe on the demo
-# encoder: 19-22 % after 200-250 steps with these sizes, 14.5 % with steps of 14 px and a 1.4x size factor;
-# chance 11 %).
+# steps only when one event changes its object a lot (a throwaway supervised per-window event-type probe on the
+# demo encoder: 19-22 % after 200-250 steps with these sizes, 14.5 % with steps of 14 px and a 1.4x size factor;
+# chance 11 %; docs/benchmarks.md, "CPU demo").
 _R_START = (6.5, 11.0)  # preferred half-extent when it enters the scene
 _GROW = 1.8  # size factor of one grow/shrink event (smaller when a chain needs it)
 _STEP = 22.0  # displacement of one move event (smaller when a chain needs it)
