@@ -349,6 +349,12 @@ def test_ensure_demo_corpus_builds_once(tmp_path, tiny_overrides, capsys):
     assert {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()} == stamp
     assert not prepare.ensure_demo_corpus(cfg2, DistInfo())  # data.train set: nothing to do
 
+    # the same root asked for at another canvas size or window grid: one line, nothing rebuilt or reused
+    for change in (["sample.image_size=48", "data.resize_short=48"], ["data.gap_s=2"]):
+        with pytest.raises(ingest.IngestError, match=r"built with 32 px frames .* delete .*demo"):
+            prepare.ensure_demo_corpus(load(None, overrides + change), DistInfo(), num_videos=5, downstream=(8, 8), workers=1)
+    assert {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()} == stamp
+
 
 def test_cli_exit_codes(corpus, tmp_path, capsys):
     import importlib.util

@@ -15,8 +15,8 @@ from tvts.engine.distributed import DistInfo
 from tvts.models.text import build_tokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
-SMALL = ["sample.image_size=32", "data.resize_short=32", "train.micro_batch=3", "data.synthetic_stream=true",
-         "data.num_workers=0"]
+SMALL = ["sample.image_size=32", "data.resize_short=32", "model.video.patch_size=16", "sample.mask_ratio=0.5",
+         "train.micro_batch=3", "data.synthetic_stream=true", "data.num_workers=0"]
 
 
 def _cfg(*extra):

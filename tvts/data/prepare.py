@@ -17,6 +17,7 @@ the ingest resumes shard by shard, so a second call only points the config at th
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -72,11 +73,27 @@ def ensure_demo_corpus(cfg, info=None, num_videos: int = DEMO_VIDEOS, downstream
     return True
 
 
+def _check_existing(manifest: Path, size: int, events: int, event_s: float, gap_s: float) -> None:
+    """A corpus built earlier with another canvas or window grid is not reused silently (one line)."""
+    if not manifest.is_file():
+        return
+    with open(manifest) as f:
+        first = json.loads(f.readline() or "{}")
+    windows = [(e.get("start"), e.get("end")) for e in first.get("events", [])]
+    want = [(float(a), float(b)) for a, b in synthetic.event_windows(events, event_s, gap_s)]
+    if first.get("size") != size or windows != want:
+        raise ingest.IngestError(
+            f"{manifest.parent}: this synthetic corpus was built with {first.get('size')} px frames and windows "
+            f"{windows}, but the config asks for {size} px and {want}: delete {manifest.parents[1]} "
+            f"(it is rebuilt in seconds) or set data.root to another directory")
+
+
 def _build(cfg, root: Path, raw: Path, train_dir: Optional[Path], val_dir: Path, num_videos: int,
            downstream: tuple[int, int], workers: int) -> None:
     """train_dir None: every video goes to val_dir (the stream supplies the training clips)."""
     size, k = cfg.sample.image_size, cfg.sample.num_windows
     t0 = time.perf_counter()
+    _check_existing(raw / "videos" / "manifest.jsonl", size, k, cfg.data.window_max_s, cfg.data.gap_s)
     if not (raw / "videos" / "manifest.jsonl").is_file():
         synthetic.make_corpus(raw, num_videos, seed=cfg.seed, size=size, fps=DEMO_FPS, events=k,
                               event_s=cfg.data.window_max_s, gap_s=cfg.data.gap_s, noise=DEMO_NOISE, workers=workers)
