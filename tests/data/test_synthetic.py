@@ -327,3 +327,27 @@ def test_downstream_classes_differ_in_motion():
     for pair in ((2, 3), (4, 5)):
         last = [_histograms(np.stack([syn.render_clip(c)[-1] for c in _clips(label)])) for label in pair]
         assert _max_z(*last) > 8.0
+
+
+def test_order_downstream_classes_are_the_order_of_two_narrated_events(tmp_path):
+    out = syn.make_order_downstream(tmp_path, num_train=12, num_val=9, seed=0)
+    assert json.loads((out / "labels.json").read_text()) == {name: i for i, name in enumerate(syn.ORDER_CLASSES)}
+    assert len(syn.ORDER_CLASSES) == 2 * len(syn.ORDER_PAIRS) == 8
+    seen = {}
+    for split, n in (("train", 12), ("val", 9)):
+        rows = [line.split() for line in (out / f"{split}.txt").read_text().splitlines()]
+        labels = [int(label) for _, label in rows]
+        assert len(rows) == n and max(labels.count(c) for c in range(8)) - min(labels.count(c) for c in range(8)) <= 1
+        for (name, _), label in zip(rows, labels):
+            index = int(name[len("syn"):-len(".webm")])
+            assert index >= 1 << 31  # never a corpus (0 .. N-1) or training-stream (2**30 + i) scene
+            video = syn.sample_video(index, seed=0, size=32, fps=8, events=2, event_s=4.0, gap_s=1.0)
+            first, second = (e.type for e in video.events)
+            assert syn.ORDER_CLASSES[label] == f"{first}_then_{second}"
+            # the pair is in the words of both orders; which came first is not
+            assert {first, second} in [set(p) for p in syn.ORDER_PAIRS]
+            assert (out / "videos" / name).stat().st_size > 0
+            seen[name] = split
+    assert len(seen) == 21  # the splits are disjoint
+    assert syn.order_class(["grow", "move_left"]) == syn.ORDER_CLASSES.index("grow_then_move_left")
+    assert syn.order_class(["grow", "shrink"]) is None and syn.order_class(["grow"]) is None

@@ -734,6 +734,69 @@ def make_downstream(out_dir: str | Path, num_train: int, num_val: int, seed: int
     return out
 
 
+# Event order: which of two events came first. The narration names both events of a clip but not their
+# order, so words alone give a class pair, not the class (a diagnostic beside the direction-of-change set).
+ORDER_PAIRS: Tuple[Tuple[str, str], ...] = (
+    ("move_left", "grow"), ("move_right", "shrink"), ("move_up", "recolour"), ("move_down", "disappear"),
+)
+ORDER_CLASSES: Tuple[str, ...] = tuple(f"{a}_then_{b}" for pair in ORDER_PAIRS for a, b in (pair, pair[::-1]))
+_ORDER_OFFSET = 1 << 31  # order-set scene i is video _ORDER_OFFSET + i (corpus: 0 .. N-1; training stream: 2**30 + i)
+
+
+def order_class(types: Sequence[str]) -> Optional[int]:
+    """Label of a two-event chain in :data:`ORDER_CLASSES`, or None when its pair is not one of :data:`ORDER_PAIRS`."""
+    name = f"{types[0]}_then_{types[1]}" if len(types) == 2 else ""
+    return ORDER_CLASSES.index(name) if name in ORDER_CLASSES else None
+
+
+def _order_items(num_train: int, num_val: int, seed: int, kwargs: dict) -> Dict[str, List[Tuple[int, int]]]:
+    """(scene index, label) per split: consecutive two-event scenes, kept while their class is short of its
+    balanced count; the splits take disjoint index ranges."""
+    items, index = {}, _ORDER_OFFSET
+    for split, n in (("train", num_train), ("val", num_val)):
+        quota = [n // len(ORDER_CLASSES) + (c < n % len(ORDER_CLASSES)) for c in range(len(ORDER_CLASSES))]
+        rows: List[Tuple[int, int]] = []
+        while len(rows) < n:
+            label = order_class([e.type for e in sample_video(index, seed=seed, **kwargs).events])
+            if label is not None and quota[label]:
+                quota[label] -= 1
+                rows.append((index, label))
+            index += 1
+        items[split] = rows
+    return items
+
+
+def _write_order_clips(out: Path, indices: Sequence[int], kwargs: dict) -> List[dict]:
+    rows = []
+    for i in indices:
+        index, label = kwargs["items"][i]
+        video = sample_video(index, seed=kwargs["seed"], **kwargs["scene"])
+        encode(render(video), out / f"{video.id}.webm", video.fps, codec="libvpx-vp9")
+        rows.append({"id": video.id, "label": label})
+    return rows
+
+
+def make_order_downstream(out_dir: str | Path, num_train: int, num_val: int, seed: int = 0, size: int = 32,
+                          fps: int = 8, workers: int = 1) -> Path:
+    """Write the event-order set to ``<out_dir>/downstream/`` (the layout of :func:`make_downstream`) and return it.
+
+    Each clip is a two-event scene of the pre-training generator (4 s events, 1 s apart); its class is which event
+    of one of :data:`ORDER_PAIRS` came first. Classes are balanced within each split. Scene indices come from their
+    own range, so no clip is a corpus or training-stream clip.
+    """
+    scene = dict(size=size, fps=fps, events=2, event_s=4.0, gap_s=1.0)
+    sample_video(0, seed=seed, **scene)  # validate the arguments before starting workers
+    out = Path(out_dir) / "downstream"
+    videos = out / "videos"
+    videos.mkdir(parents=True, exist_ok=True)
+    for split, items in _order_items(num_train, num_val, seed, scene).items():
+        kwargs = dict(items=items, seed=seed, scene=scene)
+        rows = _run_chunks(_write_order_clips, videos, len(items), workers, kwargs)
+        _write_lines(out / f"{split}.txt", [f"{r['id']}.webm {r['label']}" for r in rows])
+    (out / "labels.json").write_text(json.dumps({name: i for i, name in enumerate(ORDER_CLASSES)}, indent=1) + "\n")
+    return out
+
+
 def generation_speed(num_videos: int = 20, seed: int = 0, **kwargs) -> Dict[str, float]:
     """Videos per second of one process for sample+render and for encoding (no files kept)."""
     import tempfile
