@@ -29,6 +29,9 @@ clips of one object changing in one of two opposite directions (left/right, grow
 appear/disappear, lighter/darker). Within a pair the first frame is drawn from the same
 distribution, so only the motion tells the class.
 
+**Event-order set** (:func:`make_order_downstream`), same format: two-event scenes of the corpus generator
+whose class is which of a fixed pair of events came first; the narration names both events, not their order.
+
 Everything is deterministic for a seed: video ``i`` uses its own random stream ``(seed, 0, i)`` and
 the encoder runs single-threaded, so the bytes do not depend on ``workers``.
 """
