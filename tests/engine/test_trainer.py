@@ -110,6 +110,22 @@ def test_kill_during_save_leaves_the_previous_checkpoint(shards, reference, tmp_
     assert [resumed[s]["loss"] for s in range(5, 13)] == [reference[s]["loss"] for s in range(5, 13)]
 
 
+def test_rerunning_a_finished_run_changes_nothing(shards, tmp_path):
+    args = _args(shards, tmp_path, "train.steps=3", "train.ckpt_every=100", "train.eval_every=3",
+                 f"data.val=[{shards}]")
+    assert _run(args).returncode == 0
+    metrics = (tmp_path / "metrics.jsonl").read_text()
+    ckpt = tmp_path / "checkpoints" / "step_00000003"
+    stamps = {p: p.stat().st_mtime_ns for p in ckpt.iterdir()}
+    res = _run(args)
+    assert res.returncode == 0, res.stderr
+    assert "already has 3 of 3 steps; nothing to do" in res.stdout
+    # no second held-out evaluation appended, the final checkpoint not written again
+    assert (tmp_path / "metrics.jsonl").read_text() == metrics
+    assert sum('"val/' in line for line in metrics.splitlines()) == 1
+    assert {p: p.stat().st_mtime_ns for p in ckpt.iterdir()} == stamps
+
+
 @pytest.mark.slow
 def test_nonfinite_loss_is_skipped_and_counted(shards, reference, tmp_path):
     res = _run(_args(shards, tmp_path, *STEPS), TVTS_FAULT_NAN_STEPS="3")

@@ -112,6 +112,12 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         self.maybe_resume()
+        if self.step >= cfg.train.steps:  # a finished run: no second final evaluation or checkpoint
+            self.metrics.close()
+            if self.info.is_main:
+                print(f"done: the run already has {self.step} of {cfg.train.steps} steps; nothing to do "
+                      f"(raise train.steps to train on); checkpoints and logs in {self.run_dir.resolve()}", flush=True)
+            return self.run_dir
         previous = signal.signal(signal.SIGTERM, self._on_sigterm)
         batches = iter(self.loader)
         try:
