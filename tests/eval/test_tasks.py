@@ -213,9 +213,39 @@ def test_bench_synthetic_on_given_runs(run_dir, downstream, tmp_path, capsys):
     evals = [x for o in OPTS for x in ("--eval", o)]
     assert bench.main(["--tvts", str(run_dir), "--vtc", str(run_dir), "--data", str(downstream), "--out", str(tmp_path), *evals]) == 0
     result = json.loads((tmp_path / "bench_synthetic.json").read_text())
-    assert list(result["rows"]) == ["tvts", "random", "vtc", "single_frame"]
+    (seed,) = result["per_seed"]  # given runs are one draw, whatever --seeds says
+    one = result["per_seed"][seed]
+    assert list(one["rows"]) == ["tvts", "random", "vtc", "single_frame"]
     assert result["chance_top1"] == pytest.approx(12.5)
-    assert "| TVTS (sort + VTC) |" in capsys.readouterr().out
+    # the same run given as TVTS and as VTC only: the paired difference is exactly zero
+    assert result["summary"]["tvts_minus_vtc"]["per_seed"] == [0.0]
+    assert result["summary"]["rows"]["tvts"]["mean"] == one["rows"]["tvts"]["linear"]["top1"]
+    printed = capsys.readouterr().out
+    assert "| TVTS (sort + VTC) |" in printed and "| TVTS - VTC only (paired by seed) |" in printed
+
+
+def test_bench_summary_pools_seeds():
+    from tvts.eval.bench import ROWS, summarize
+
+    def seed_result(top1: dict, sort_acc: float) -> dict:
+        return {"rows": {k: {"linear": {"top1": top1[k]}, "v2v": {"R@1": 10.0 * (i + 1)},
+                             "run": {} if k == "random" else {"val_sort_acc": sort_acc}} for i, k in enumerate(ROWS)}}
+
+    summary = summarize({
+        1: seed_result({"tvts": 62.0, "random": 36.0, "vtc": 60.0, "single_frame": 28.0}, 0.6),
+        0: seed_result({"tvts": 56.0, "random": 35.0, "vtc": 60.0, "single_frame": 27.0}, 0.5),
+        2: seed_result({"tvts": 61.0, "random": 34.0, "vtc": 59.0, "single_frame": 29.0}, 0.7),
+    })
+    assert summary["seeds"] == [0, 1, 2]
+    tvts = summary["rows"]["tvts"]
+    assert tvts["top1"] == [56.0, 62.0, 61.0]  # seed order, not insertion order
+    assert tvts["mean"] == pytest.approx(59.6667, abs=1e-4) and tvts["sd"] == pytest.approx(3.2146, abs=1e-4)
+    assert (tvts["min"], tvts["max"]) == (56.0, 62.0) and tvts["val_sort_acc_mean"] == pytest.approx(0.6)
+    assert summary["rows"]["random"]["val_sort_acc_mean"] is None
+    paired = summary["tvts_minus_vtc"]
+    assert paired["per_seed"] == [-4.0, 2.0, 2.0] and paired["mean"] == pytest.approx(0.0)
+    assert paired["sd"] == pytest.approx(12 ** 0.5) and (paired["wins"], paired["n"]) == (2, 3)
+    assert "| TVTS - VTC only (paired by seed) | 0.00 | 3.46 | -4.00-2.00 | -4.00 / +2.00 / +2.00 |" in summary["table"]
 
 
 def test_wilson_interval():

@@ -11,13 +11,19 @@ direction of a change, so one frame cannot tell them apart):
 
 Each row also gets v2v R@1 from the same features, and the pre-training run's last training and
 held-out sort accuracy when the run logged them.
+
+One pre-training seed is one draw: on this benchmark the demo's learning onset (and so every row but
+random init) moves by several points from seed to seed and from machine to machine (docs/evaluation.md).
+:func:`summarize` pools the per-seed results: mean and spread per row, and the paired TVTS - VTC difference
+per seed, which is what the claim is about.
 """
 from __future__ import annotations
 
 import json
 import math
+import statistics
 from pathlib import Path
-from typing import Optional
+from typing import Mapping, Optional
 
 from tvts.eval.loading import RANDOM, load_eval_model
 from tvts.eval.options import EvalOptions
@@ -72,6 +78,44 @@ def benchmark(tvts_run, vtc_run, data, out_dir, options: Optional[EvalOptions] =
     chance = 100.0 / linear["probe"]["num_classes"]
     return {"rows": rows, "chance_top1": chance, "num_train": linear["probe"]["num_train"],
             "num_eval": linear["probe"]["num_eval"], "table": markdown_table(COLUMNS, table)}
+
+
+SUMMARY_COLUMNS = ["encoder", "linear top-1, mean", "sd", "min-max", "per seed", "v2v R@1, mean",
+                   "held-out sort acc, mean"]
+
+
+def summarize(per_seed: Mapping[int, dict]) -> dict:
+    """Pool :func:`benchmark` results of several pre-training seeds (same downstream set).
+
+    Returns {"seeds", "rows": {key: {"top1": [...], "mean", "sd", "min", "max", "v2v_r1_mean",
+    "val_sort_acc_mean"}}, "tvts_minus_vtc": {"per_seed", "mean", "sd", "wins", "n"}, "table": markdown}.
+    ``sd`` is the sample standard deviation over seeds (0 for one seed); it measures training noise, which
+    the per-run Wilson interval (evaluation clips only) does not.
+    """
+    seeds = sorted(per_seed)
+    if not seeds:
+        raise ValueError("summarize: no seed results")
+    rows, table = {}, []
+    for key, name in ROWS.items():
+        top1 = [per_seed[s]["rows"][key]["linear"]["top1"] for s in seeds]
+        v2v = [per_seed[s]["rows"][key]["v2v"]["R@1"] for s in seeds]
+        sort_acc = [per_seed[s]["rows"][key]["run"].get("val_sort_acc") for s in seeds]
+        sort_acc = [a for a in sort_acc if a is not None and not math.isnan(a)]
+        row = {"top1": top1, "mean": statistics.fmean(top1), "sd": _sd(top1), "min": min(top1), "max": max(top1),
+               "v2v_r1_mean": statistics.fmean(v2v), "val_sort_acc_mean": statistics.fmean(sort_acc) if sort_acc else None}
+        rows[key] = row
+        table.append([name, row["mean"], f"{row['sd']:.2f}", f"{row['min']:.2f}-{row['max']:.2f}",
+                      " / ".join(f"{x:.2f}" for x in top1), row["v2v_r1_mean"], _acc(row["val_sort_acc_mean"])])
+    diff = [a - b for a, b in zip(rows["tvts"]["top1"], rows["vtc"]["top1"])]
+    paired = {"per_seed": diff, "mean": statistics.fmean(diff), "sd": _sd(diff), "wins": sum(d > 0 for d in diff),
+              "n": len(diff)}
+    table.append(["TVTS - VTC only (paired by seed)", paired["mean"], f"{paired['sd']:.2f}",
+                  f"{min(diff):.2f}-{max(diff):.2f}", " / ".join(f"{d:+.2f}" for d in diff), "", ""])
+    return {"seeds": seeds, "rows": rows, "tvts_minus_vtc": paired, "table": markdown_table(SUMMARY_COLUMNS, table)}
+
+
+def _sd(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def wilson_interval(accuracy: float, n: int, z: float = 1.96) -> tuple[float, float]:
