@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from tvts import config
 from tvts.data.prepare import ensure_demo_corpus
@@ -110,20 +111,56 @@ def test_kill_during_save_leaves_the_previous_checkpoint(shards, reference, tmp_
     assert [resumed[s]["loss"] for s in range(5, 13)] == [reference[s]["loss"] for s in range(5, 13)]
 
 
+FINAL_EVAL = ["train.steps=3", "train.ckpt_every=100", "train.eval_every=3"]
+
+
+def _val_steps(run_dir) -> list[int]:
+    return [json.loads(line)["step"] for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
+            if '"val/' in line]
+
+
+@pytest.mark.slow
 def test_rerunning_a_finished_run_changes_nothing(shards, tmp_path):
-    args = _args(shards, tmp_path, "train.steps=3", "train.ckpt_every=100", "train.eval_every=3",
-                 f"data.val=[{shards}]")
+    args = _args(shards, tmp_path, *FINAL_EVAL, f"data.val=[{shards}]")
     assert _run(args).returncode == 0
-    metrics = (tmp_path / "metrics.jsonl").read_text()
+    metrics, recipe = (tmp_path / "metrics.jsonl").read_text(), (tmp_path / "config.yaml").read_text()
     ckpt = tmp_path / "checkpoints" / "step_00000003"
     stamps = {p: p.stat().st_mtime_ns for p in ckpt.iterdir()}
-    res = _run(args)
+    res = _run(args + ["train.log_every=2"])  # another setting that does not change what was trained
     assert res.returncode == 0, res.stderr
     assert "already has 3 of 3 steps; nothing to do" in res.stdout
-    # no second held-out evaluation appended, the final checkpoint not written again
-    assert (tmp_path / "metrics.jsonl").read_text() == metrics
-    assert sum('"val/' in line for line in metrics.splitlines()) == 1
+    # no second held-out evaluation appended, the final checkpoint and the recorded config not written again
+    assert (tmp_path / "metrics.jsonl").read_text() == metrics and _val_steps(tmp_path) == [3]
+    assert (tmp_path / "config.yaml").read_text() == recipe
     assert {p: p.stat().st_mtime_ns for p in ckpt.iterdir()} == stamps
+
+
+@pytest.mark.slow
+def test_a_run_stopped_in_its_last_step_gets_its_final_evaluation_on_resume(shards, tmp_path, monkeypatch):
+    from tvts.engine.distributed import env_info
+    from tvts.engine.trainer import Trainer
+
+    cfg = lambda: config.load(ROOT / "configs" / "demo.yaml", [  # noqa: E731
+        *TINY, *FINAL_EVAL, f"data.train=[{shards}]", f"data.val=[{shards}]", f"train.run_dir={tmp_path}"])
+    threads = torch.get_num_threads()  # the tiny recipe sets 1 for this process
+    step = Trainer.train_step
+
+    def sigterm_during_the_last_step(self, batches):
+        if self.step == self.cfg.train.steps - 1:
+            self.stop_requested = True  # what the SIGTERM handler sets
+        return step(self, batches)
+
+    try:
+        monkeypatch.setattr(Trainer, "train_step", sigterm_during_the_last_step)
+        Trainer(cfg(), env_info()).train()
+        assert (tmp_path / "checkpoints" / "step_00000003").is_dir() and _val_steps(tmp_path) == []
+        monkeypatch.undo()
+        Trainer(cfg(), env_info()).train()  # resumed at step 3 of 3: not finished, so it evaluates
+        assert _val_steps(tmp_path) == [3]
+        Trainer(cfg(), env_info()).train()  # now finished: nothing more
+        assert _val_steps(tmp_path) == [3]
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.mark.slow

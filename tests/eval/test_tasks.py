@@ -245,7 +245,43 @@ def test_bench_summary_pools_seeds():
     paired = summary["tvts_minus_vtc"]
     assert paired["per_seed"] == [-4.0, 2.0, 2.0] and paired["mean"] == pytest.approx(0.0)
     assert paired["sd"] == pytest.approx(12 ** 0.5) and (paired["wins"], paired["n"]) == (2, 3)
-    assert "| TVTS - VTC only (paired by seed) | 0.00 | 3.46 | -4.00-2.00 | -4.00 / +2.00 / +2.00 |" in summary["table"]
+    assert ("| TVTS - VTC only (paired by seed) | 0.00 | 3.46 | -4.00 to +2.00 | -4.00 / +2.00 / +2.00 | "
+            "TVTS ahead on 2 of 3 |") in summary["table"]
+    one = summarize({0: seed_result({"tvts": 56.0, "random": 35.0, "vtc": 60.0, "single_frame": 27.0}, 0.5)})
+    assert one["rows"]["tvts"]["sd"] is None and "| 56.00 | - | 56.00 to 56.00 |" in one["table"]
+
+
+def test_bench_pretrain_jobs_command_lines(tmp_path):
+    from tvts.eval.bench import pretrain_jobs
+
+    jobs = pretrain_jobs([0, 3], tmp_path, "configs/demo.yaml", ["model.sort_weight=8", "seed=9"], steps=100, threads=1)
+    assert [j.name for j in jobs] == ["tvts_seed0", "vtc_seed0", "tvts_seed3", "vtc_seed3"]
+    vtc3 = jobs[3]
+    assert vtc3.run_dir == tmp_path / "seed3" / "vtc" and vtc3.log == tmp_path / "seed3" / "vtc.log"
+    cmd = vtc3.command
+    assert cmd[1].endswith("launch/pretrain.py") and cmd[2:4] == ["--config", "configs/demo.yaml"]
+    # later key=value overrides win: the job's seed and VTC's sort_weight=0 come after the user's
+    assert cmd.index("seed=3") > cmd.index("seed=9") and cmd.index("model.sort_weight=0") > cmd.index("model.sort_weight=8")
+    assert "train.threads=1" in cmd and cmd[-1] == "train.steps=100" and f"train.run_dir={vtc3.run_dir}" in cmd
+    cfg = config.load(ROOT / "configs" / "demo.yaml", cmd[4:])
+    assert (cfg.seed, cfg.model.sort_weight, cfg.train.threads, cfg.train.steps) == (3, 0.0, 1, 100)
+    assert "model.sort_weight=0" not in jobs[2].command
+    only_vtc = pretrain_jobs([1], tmp_path, "c.yaml", [], skip=["tvts"])
+    assert [j.name for j in only_vtc] == ["vtc_seed1"] and not any("threads" in c for c in only_vtc[0].command)
+
+
+def test_bench_run_jobs_stops_starting_after_a_failure(tmp_path, capsys):
+    from tvts.eval.bench import PretrainJob, run_jobs
+
+    def job(name, code):
+        return PretrainJob(name, tmp_path / name, tmp_path / f"{name}.log",
+                           [sys.executable, "-c", f"print('hello from {name}'); raise SystemExit({code})"])
+
+    run_jobs([job("a", 0), job("b", 0)], at_once=2)
+    assert (tmp_path / "a.log").read_text() == "hello from a\n"
+    with pytest.raises(SystemExit, match=r"\[bad\] launch/pretrain.py exited with 3; last lines of .*bad.log:\nhello from bad"):
+        run_jobs([job("bad", 3), job("never", 0)], at_once=1)
+    assert not (tmp_path / "never.log").exists()  # queued behind the failure: never started
 
 
 def test_wilson_interval():

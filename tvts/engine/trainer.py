@@ -76,6 +76,7 @@ class Trainer:
         self.flops_per_clip = train_flops_per_clip(self.flops, text_trainable, getattr(text, "cache", None) is not None)
         self.peak_flops, self.peak_name = device_peak_flops(info.device)
         self.step = 0
+        self.finished = False  # the final evaluation and checkpoint of train.steps are written
         self.nonfinite_total = 0
         self.nonfinite_in_row = 0
         self.stop_requested = False
@@ -86,7 +87,7 @@ class Trainer:
 
     # -- state --------------------------------------------------------------------------------------
     def trainer_state(self) -> dict:
-        return {"data": self.loader.state_dict(), "nonfinite_total": self.nonfinite_total}
+        return {"data": self.loader.state_dict(), "nonfinite_total": self.nonfinite_total, "finished": self.finished}
 
     def save(self) -> Path:
         return self.checkpointer.save(self.step, self.strategy, self.trainer_state(),
@@ -99,6 +100,7 @@ class Trainer:
         state = self.checkpointer.load(latest, self.strategy)
         self.step = state["step"]
         self.nonfinite_total = state.get("nonfinite_total", 0)
+        self.finished = bool(state.get("finished", False))
         self.loader.load_state_dict(state["data"])
         if self.info.is_main:
             print(f"resumed from {latest} at step {self.step}", flush=True)
@@ -109,15 +111,20 @@ class Trainer:
         if self.info.is_main:
             print(f"run directory: {self.run_dir.resolve()} ({self.info.world_size} rank(s) on {self.info.num_nodes} "
                   f"node(s), {cfg.train.strategy})", flush=True)
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         self.maybe_resume()
-        if self.step >= cfg.train.steps:  # a finished run: no second final evaluation or checkpoint
+        # A finished run is left as it is: no second final evaluation or checkpoint, its config.yaml (what
+        # evaluation reads) not rewritten. A run stopped at its last step before the final evaluation
+        # (SIGTERM, abort) is not finished: it goes on to that evaluation below.
+        if self.finished and self.step >= cfg.train.steps:
             self.metrics.close()
             if self.info.is_main:
                 print(f"done: the run already has {self.step} of {cfg.train.steps} steps; nothing to do "
                       f"(raise train.steps to train on); checkpoints and logs in {self.run_dir.resolve()}", flush=True)
             return self.run_dir
+        self.finished = False
+        if self.info.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         previous = signal.signal(signal.SIGTERM, self._on_sigterm)
         batches = iter(self.loader)
         try:
@@ -139,6 +146,7 @@ class Trainer:
                     self.save()
             if cfg.train.eval_every:
                 self.evaluate()
+            self.finished = True
             self.save()
         finally:
             signal.signal(signal.SIGTERM, previous)

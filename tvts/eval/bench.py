@@ -22,8 +22,14 @@ from __future__ import annotations
 import json
 import math
 import statistics
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Sequence
 
 from tvts.eval.loading import RANDOM, load_eval_model
 from tvts.eval.options import EvalOptions
@@ -80,7 +86,7 @@ def benchmark(tvts_run, vtc_run, data, out_dir, options: Optional[EvalOptions] =
             "num_eval": linear["probe"]["num_eval"], "table": markdown_table(COLUMNS, table)}
 
 
-SUMMARY_COLUMNS = ["encoder", "linear top-1, mean", "sd", "min-max", "per seed", "v2v R@1, mean",
+SUMMARY_COLUMNS = ["encoder", "linear top-1, mean", "sd", "range", "per seed", "v2v R@1, mean",
                    "held-out sort acc, mean"]
 
 
@@ -89,7 +95,7 @@ def summarize(per_seed: Mapping[int, dict]) -> dict:
 
     Returns {"seeds", "rows": {key: {"top1": [...], "mean", "sd", "min", "max", "v2v_r1_mean",
     "val_sort_acc_mean"}}, "tvts_minus_vtc": {"per_seed", "mean", "sd", "wins", "n"}, "table": markdown}.
-    ``sd`` is the sample standard deviation over seeds (0 for one seed); it measures training noise, which
+    ``sd`` is the sample standard deviation over seeds (None for one seed); it measures training noise, which
     the per-run Wilson interval (evaluation clips only) does not.
     """
     seeds = sorted(per_seed)
@@ -104,18 +110,85 @@ def summarize(per_seed: Mapping[int, dict]) -> dict:
         row = {"top1": top1, "mean": statistics.fmean(top1), "sd": _sd(top1), "min": min(top1), "max": max(top1),
                "v2v_r1_mean": statistics.fmean(v2v), "val_sort_acc_mean": statistics.fmean(sort_acc) if sort_acc else None}
         rows[key] = row
-        table.append([name, row["mean"], f"{row['sd']:.2f}", f"{row['min']:.2f}-{row['max']:.2f}",
+        table.append([name, row["mean"], _num(row["sd"]), f"{row['min']:.2f} to {row['max']:.2f}",
                       " / ".join(f"{x:.2f}" for x in top1), row["v2v_r1_mean"], _acc(row["val_sort_acc_mean"])])
     diff = [a - b for a, b in zip(rows["tvts"]["top1"], rows["vtc"]["top1"])]
     paired = {"per_seed": diff, "mean": statistics.fmean(diff), "sd": _sd(diff), "wins": sum(d > 0 for d in diff),
               "n": len(diff)}
-    table.append(["TVTS - VTC only (paired by seed)", paired["mean"], f"{paired['sd']:.2f}",
-                  f"{min(diff):.2f}-{max(diff):.2f}", " / ".join(f"{d:+.2f}" for d in diff), "", ""])
+    table.append(["TVTS - VTC only (paired by seed)", paired["mean"], _num(paired["sd"]),
+                  f"{min(diff):+.2f} to {max(diff):+.2f}", " / ".join(f"{d:+.2f}" for d in diff),
+                  f"TVTS ahead on {paired['wins']} of {paired['n']}", ""])
     return {"seeds": seeds, "rows": rows, "tvts_minus_vtc": paired, "table": markdown_table(SUMMARY_COLUMNS, table)}
 
 
-def _sd(values: list[float]) -> float:
-    return statistics.stdev(values) if len(values) > 1 else 0.0
+def _sd(values: list[float]) -> Optional[float]:
+    return statistics.stdev(values) if len(values) > 1 else None
+
+
+def _num(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+@dataclass
+class PretrainJob:
+    """One pre-training subprocess of the benchmark: ``command`` writes ``run_dir``, its output goes to ``log``."""
+
+    name: str
+    run_dir: Path
+    log: Path
+    command: list[str]
+
+
+def pretrain_jobs(seeds: Sequence[int], home: Path, config_path: str, overrides: Sequence[str], steps: int = 0,
+                  threads: int = 0, skip: Sequence[str] = ()) -> list[PretrainJob]:
+    """The TVTS and VTC-only runs of every seed: ``<home>/seed<S>/{tvts,vtc}``, ``launch/pretrain.py`` with the
+    config, its overrides, then ``train.threads`` (when > 0), ``seed=S`` and, for VTC only,
+    ``model.sort_weight=0`` (later key=value overrides win). ``skip``: kinds ("tvts", "vtc") given, not trained."""
+    script = Path(__file__).resolve().parents[2] / "launch" / "pretrain.py"
+    jobs = []
+    for seed in seeds:
+        for kind, extra in (("tvts", []), ("vtc", ["model.sort_weight=0"])):
+            if kind in skip:
+                continue
+            run_dir = home / f"seed{seed}" / kind
+            command = [sys.executable, str(script), "--config", str(config_path), *overrides,
+                       *([f"train.threads={threads}"] if threads else []), f"seed={seed}", *extra,
+                       f"train.run_dir={run_dir}", f"name=bench_{kind}_seed{seed}"]
+            if steps:
+                command.append(f"train.steps={steps}")
+            jobs.append(PretrainJob(f"{kind}_seed{seed}", run_dir, run_dir.parent / f"{kind}.log", command))
+    return jobs
+
+
+def run_jobs(jobs: Sequence[PretrainJob], at_once: int = 1) -> None:
+    """Run ``jobs``, ``at_once`` at a time (each a subprocess in the current directory, so relative paths in the
+    config resolve alike). After the first failure nothing new starts; raises SystemExit naming every failed
+    job and the last lines of its log."""
+    stop = threading.Event()
+
+    def run(job: PretrainJob) -> None:
+        if stop.is_set():
+            return
+        job.log.parent.mkdir(parents=True, exist_ok=True)
+        print(f"[{job.name}] training: {' '.join(job.command[1:])}\n[{job.name}] log: {job.log}", flush=True)
+        t0 = time.perf_counter()
+        with open(job.log, "a") as log:
+            code = subprocess.call(job.command, stdout=log, stderr=subprocess.STDOUT)
+        if code:
+            stop.set()
+            tail = "\n".join(job.log.read_text().splitlines()[-20:])
+            raise RuntimeError(f"[{job.name}] launch/pretrain.py exited with {code}; last lines of {job.log}:\n{tail}")
+        print(f"[{job.name}] done in {time.perf_counter() - t0:.0f} s", flush=True)
+
+    pool = ThreadPoolExecutor(max(1, at_once))
+    futures = [pool.submit(run, job) for job in jobs]
+    try:
+        wait(futures, return_when=FIRST_EXCEPTION)
+    finally:  # a failure or Ctrl-C: queued jobs never start; running ones end on their own
+        pool.shutdown(wait=True, cancel_futures=True)
+    failed = [str(f.exception()) for f in futures if not f.cancelled() and f.exception() is not None]
+    if failed:
+        raise SystemExit("\n".join(failed))
 
 
 def wilson_interval(accuracy: float, n: int, z: float = 1.96) -> tuple[float, float]:
