@@ -19,6 +19,7 @@ from tvts.bench import saved_mib as memory_mib
 from tvts.bench import timed
 from tvts.kernels.attention import attention, refusal, set_default_backend
 from tvts.kernels.reference import einsum_attention
+from tvts.models.flops import sort_blocks_flops
 from tvts.models.layers import Block
 from tvts.models.sort_head import SortHead, TypedConcat
 from tvts.models.video import DividedAttention
@@ -86,16 +87,6 @@ def bench_attention(device, dtype, backends=BACKENDS, reps=3, cpu_batch_div=12.0
     return rows
 
 
-def sorter_flops(length: int, dim: int, readout: bool) -> float:
-    """Forward FLOPs of the 2-block sorter (matrix products only, as tvts.models.flops counts them)."""
-    lin = lambda rows, d_out: 2.0 * rows * dim * d_out  # noqa: E731
-    block = lin(length, 3 * dim) + lin(length, dim) + 2 * lin(length, 4 * dim) + 4.0 * length * length * dim
-    if not readout:
-        return 2 * block
-    last = lin(length, 2 * dim) + lin(K, dim) + lin(K, dim) + 2 * lin(K, 4 * dim) + 4.0 * K * length * dim
-    return block + last
-
-
 def bench_sort(device, dtype, reps=3, cpu_batch_div=12.0, shapes=SORT_SHAPES) -> list[dict]:
     """Rows of the sorter paths: official (every row of both blocks), the readout on the official input and
     on the fused input (``SortHead``), and the first block's input alone, built both ways. ``shapes``:
@@ -120,9 +111,10 @@ def bench_sort(device, dtype, reps=3, cpu_batch_div=12.0, shapes=SORT_SHAPES) ->
             return head.head(head.norm(head.blocks[1](head.blocks[0](official_input()), readout=K)))
 
         # path: (step, forward GFLOP per clip); the first block's input alone counts no matrix products
-        steps = {"full": (full, sorter_flops(tokens + K, dim, False)),
-                 "readout, official input": (readout_official_input, sorter_flops(tokens + K, dim, True)),
-                 "readout": (lambda: head(video, text), sorter_flops(tokens + K, dim, True)),
+        full_flops, readout_flops = (sort_blocks_flops(tokens + K, K, dim, 4 * dim, 2, readout=r) for r in (False, True))
+        steps = {"full": (full, full_flops),
+                 "readout, official input": (readout_official_input, readout_flops),
+                 "readout": (lambda: head(video, text), readout_flops),
                  "input: sums + cat": (official_input, 0.0),
                  "input: fused": (lambda: TypedConcat.apply(video, text, head.type_embed), 0.0)}
         with torch.no_grad():

@@ -89,6 +89,18 @@ def _hf_config(path: str):
     return AutoConfig.from_pretrained(resolve_hf_path(path), local_files_only=True)
 
 
+def sort_blocks_flops(length: int, k: int, dim: int, hidden: int, depth: int, readout: bool = True) -> float:
+    """Forward FLOPs of the sorter's ``depth`` blocks on ``length`` rows (video tokens + ``k`` transcripts).
+    With the sort readout the last block computes only the ``k`` transcript rows (keys/values from every row);
+    without it every block computes every row, as the official sorter does."""
+    full_block = _block_linears(length, dim, hidden) + _attn(length, length, dim)
+    if not readout:
+        return depth * full_block
+    readout_block = (_linear(length, dim, 2 * dim) + 2 * _linear(k, dim, dim) + 2 * _linear(k, dim, hidden)
+                     + _attn(k, length, dim))
+    return (depth - 1) * full_block + readout_block
+
+
 def sorter_flops(cfg, text_dim: int) -> float:
     width, _, _ = cfg.video_dims()
     v = cfg.model.video
@@ -96,13 +108,8 @@ def sorter_flops(cfg, text_dim: int) -> float:
     grid = cfg.patch_grid()
     k = cfg.sample.num_windows
     video_tokens = grid.visible_tokens + (1 if cfg.model.sort.video_tokens == "normed" else 0)
-    length = video_tokens + k
     hidden = int(dim * cfg.model.sort.mlp_ratio)
-    full_block = _block_linears(length, dim, hidden) + _attn(length, length, dim)
-    # sort readout: the last block computes only the K transcript rows (keys/values from every row)
-    readout_block = (_linear(length, dim, 2 * dim) + 2 * _linear(k, dim, dim) + 2 * _linear(k, dim, hidden)
-                     + _attn(k, length, dim))
-    total = (cfg.model.sort.depth - 1) * full_block + readout_block
+    total = sort_blocks_flops(video_tokens + k, k, dim, hidden, cfg.model.sort.depth)
     total += _linear(k, dim, k)  # readout
     if text_dim != dim:
         total += _linear(k, text_dim, dim)  # transcript adapter
