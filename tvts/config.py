@@ -20,9 +20,13 @@ from typing import Any, List, Literal, Optional
 
 import yaml
 
+from tvts.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError):
     """A configuration problem; ``str(err)`` is one line that names the key and what to do."""
+
+    label = "config error"
 
 
 def _f(default, lo=None, hi=None, *, lo_open=False):

@@ -56,6 +56,7 @@ from tvts.data import shards
 from tvts.data.errors import SkipCounter, SkipSample
 from tvts.data.transcripts import TimedWords, load_subtitles, parse_howto
 from tvts.data.windows import WindowSet, plan_window_sets
+from tvts.errors import UserError
 
 log = logging.getLogger("tvts.data")
 
@@ -66,7 +67,7 @@ CODECS = {"h264": ("libx264", "mp4"), "vp9": ("libvpx-vp9", "webm")}
 _SEEK_AHEAD_S = 4.0  # the next span starts further ahead than this: seek instead of decoding through
 
 
-class IngestError(ValueError):
+class IngestError(UserError):
     """The input as a whole cannot be used (wrong path, no inputs, changed settings); one line."""
 
 

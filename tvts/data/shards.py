@@ -22,13 +22,15 @@ import tarfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
+from tvts.errors import UserError
+
 INDEX_NAME = "index.json"
 STATE_DIR = ".ingest"
 SHARD_PATTERN = "shard-{:06d}.tar"
 _MTIME = 946684800  # 2000-01-01: a fixed member mtime, so a rebuilt shard has the same bytes
 
 
-class ShardError(ValueError):
+class ShardError(UserError):
     """A shard set that cannot be used; ``str(err)`` is one line naming the file."""
 
 

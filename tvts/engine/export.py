@@ -17,11 +17,12 @@ from typing import Optional
 import torch
 
 from tvts.engine.strategies import unwrapped_name
+from tvts.errors import UserError
 
 PARTS = {"video": "video_encoder.safetensors", "text": "text_encoder.safetensors", "heads": "heads.safetensors"}
 
 
-class ExportError(ValueError):
+class ExportError(UserError):
     """A path that is not a checkpoint; the message is one line naming it."""
 
 

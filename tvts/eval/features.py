@@ -38,11 +38,12 @@ from tvts.data.errors import SkipSample
 from tvts.data.sampling import frame_times
 from tvts.eval.datasets import resolve_video
 from tvts.eval.options import OptionError
+from tvts.errors import UserError
 
 log = logging.getLogger("tvts.eval")
 
 
-class EvalDataError(ValueError):
+class EvalDataError(UserError):
     """A clip of an evaluation list that cannot be read; names the list line and the file."""
 
 

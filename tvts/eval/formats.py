@@ -29,8 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from tvts.errors import UserError
 
-class MetadataError(ValueError):
+
+class MetadataError(UserError):
     """Bad downstream metadata; ``str(err)`` is one line starting with ``file:line:``."""
 
     def __init__(self, path, line: Optional[int], message: str):

@@ -28,12 +28,13 @@ import torch.nn.functional as F
 
 from tvts import config as config_lib
 from tvts.engine.export import PARTS, ExportError, consolidated_state_dict, resolve_checkpoint
+from tvts.errors import UserError
 from tvts.models.model import build_model
 
 RANDOM = "random:"
 
 
-class LoadError(ValueError):
+class LoadError(UserError):
     """A model spec that cannot be loaded; one line naming the path."""
 
 

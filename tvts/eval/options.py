@@ -16,8 +16,10 @@ from typing import List, Literal, Optional
 
 import yaml
 
+from tvts.errors import UserError
 
-class OptionError(ValueError):
+
+class OptionError(UserError):
     """A bad ``key=value``; the message is one line naming the key."""
 
 

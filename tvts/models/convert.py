@@ -39,10 +39,12 @@ from typing import Callable, Iterable, Mapping, Optional, Sequence
 import torch
 import torch.nn as nn
 
+from tvts.errors import UserError
+
 Tensor = torch.Tensor
 
 
-class ConversionError(ValueError):
+class ConversionError(UserError):
     """A conversion that cannot go on; ``str(err)`` is one line."""
 
 
