@@ -187,6 +187,18 @@ def test_transcript_batch_layout_labels_and_texts(tiny_overrides, train_set):
     assert len(seen_orders) > 2  # the order really is shuffled
 
 
+def test_iterating_a_loader_leaves_the_global_rng_alone(tiny_overrides, train_set):
+    """A DataLoader draws its workers' base seed from the global torch RNG unless it has a generator: each
+    resume or evaluation would then move the model's dropout draws away from an uninterrupted run's."""
+    cfg = make_cfg(tiny_overrides, f"data.train=[{train_set}]", "data.num_workers=1")
+    loader = build_train_loader(cfg, DistInfo(), CharTokenizer())
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    take(loader, 1)
+    take(loader, 1)
+    assert torch.equal(torch.get_rng_state(), before)
+
+
 def test_tube_mask_and_no_mask(tiny_overrides, train_set):
     cfg = make_cfg(tiny_overrides, f"data.train=[{train_set}]", "sample.mask=tube")
     _, batch, _ = take(build_train_loader(cfg, DistInfo(), CharTokenizer()), 1)[0]

@@ -76,39 +76,7 @@ def reference(shards, tmp_path_factory):
     return _steps(run_dir)
 
 
-@pytest.mark.slow
-def test_sigkill_and_resume_reproduce_the_losses_bitwise(shards, reference, tmp_path):
-    proc = subprocess.Popen(_args(shards, tmp_path, *STEPS), env=_env(), cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _wait_for(tmp_path / "checkpoints" / "step_00000004" / "meta.json", proc)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL
-    res = _run(_args(shards, tmp_path, *STEPS))
-    assert res.returncode == 0, res.stderr
-    assert "resumed from" in res.stdout
-    resumed = _steps(tmp_path)
-    assert set(resumed) == set(reference) == set(range(1, 13))
-    for step in range(1, 13):
-        for key in ("loss", "loss_sort", "loss_vtc", "sort_acc", "grad_norm"):
-            assert resumed[step][key] == reference[step][key], (step, key)
-
-
-@pytest.mark.slow
-def test_kill_during_save_leaves_the_previous_checkpoint(shards, reference, tmp_path):
-    proc = subprocess.Popen(_args(shards, tmp_path, *STEPS), env=_env(TVTS_FAULT_SAVE_DELAY_S=3), cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _wait_for(tmp_path / "checkpoints" / "step_00000008.tmp", proc)
-    time.sleep(0.5)  # inside the save: files written, not yet renamed
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    ckpts = tmp_path / "checkpoints"
-    assert (ckpts / "step_00000008.tmp").exists() and not (ckpts / "step_00000008").exists()
-    assert (ckpts / "latest").read_text() == "step_00000004"
-    res = _run(_args(shards, tmp_path, *STEPS))
-    assert res.returncode == 0, res.stderr
-    assert "resumed from" in res.stdout and "step_00000004" in res.stdout
-    resumed = _steps(tmp_path)
-    assert [resumed[s]["loss"] for s in range(5, 13)] == [reference[s]["loss"] for s in range(5, 13)]
+# SIGKILL / SIGTERM / kill-during-save resume cases: tests/engine/test_resume.py
 
 
 FINAL_EVAL = ["train.steps=3", "train.ckpt_every=100", "train.eval_every=3"]

@@ -175,6 +175,20 @@ def test_cache_is_bounded(clip_tokens):
     assert enc.cache.hits == 1
 
 
+def test_cache_state_round_trips_in_lru_order(clip_tokens, tmp_path):
+    """What a checkpoint carries: the same rows, bitwise, in the same eviction order, with the counters."""
+    enc = build_text_encoder(_cfg(*TINY_CLIP, "model.text.frozen=true", "model.text.cache=true"))
+    first = enc(clip_tokens)
+    enc({k: v[[1]] for k, v in clip_tokens.items()})  # row 1 becomes the most recently used
+    torch.save(enc.cache.state_dict(), tmp_path / "cache.pt")
+    other = build_text_encoder(_cfg(*TINY_CLIP, "model.text.frozen=true", "model.text.cache=true"))
+    other.cache.load_state_dict(torch.load(tmp_path / "cache.pt", weights_only=True))
+    assert list(other.cache._rows) == list(enc.cache._rows) and list(other.cache._rows)[-1] == list(enc.cache._rows)[-1]
+    assert (other.cache.hits, other.cache.misses, other.cache.nbytes) == (enc.cache.hits, enc.cache.misses, enc.cache.nbytes)
+    assert torch.equal(other(clip_tokens), first)  # served from the loaded rows: other's weights are different
+    assert other.cache.misses == enc.cache.misses
+
+
 def test_cache_needs_frozen():
     cfg = _cfg(*TINY_CLIP)
     cfg.model.text.cache = True

@@ -90,7 +90,8 @@ def spec_kind(spec: str) -> Optional[str]:
 def resolve_shards(specs: Sequence[str]) -> list[str]:
     paths = [p for spec in specs for p in list_shard_paths(spec)]
     if specs and not paths:
-        raise FileNotFoundError(f"no shards found for {list(specs)}")
+        raise ShardError(f"{', '.join(map(str, specs))}: no shard with samples (data.train / data.captions); point the key "
+                         f"at a shard set that launch/prepare_data.py wrote from inputs that gave samples")
     return paths
 
 
@@ -328,18 +329,66 @@ class _TrainDataset(IterableDataset):
             if transform.cache is not None:
                 meta["cache"] = {"clips": len(transform.cache), "bytes": transform.cache.bytes,
                                  "hits": transform.cache.hits, "misses": transform.cache.misses}
+            _fault_slow_worker(worker)
             yield kind, batch, meta
             g += self.slots
 
 
+def _fault_slow_worker(worker: int) -> None:
+    """Test hook: TVTS_FAULT_SLOW_WORKER="1:0.3" makes worker 1 sleep 0.3 s per batch, so that prefetching
+    runs ahead unevenly (resume tests: the saved position must not depend on what workers made ahead)."""
+    spec = os.environ.get("TVTS_FAULT_SLOW_WORKER", "")
+    if spec and spec.split(":")[0] == str(worker):
+        time.sleep(float(spec.split(":")[1]))
+
+
+def worker_init(_worker_id: int) -> None:
+    """Run in each DataLoader worker before it makes anything.
+
+    * The worker dies with its parent (Linux ``PR_SET_PDEATHSIG``): a SIGKILLed trainer leaves no orphaned
+      workers and no worker tracebacks (otherwise a worker half-way through handing a tensor to the dead
+      parent prints a ``ConnectionResetError`` from ``multiprocessing.resource_sharer``).
+    * SIGTERM and SIGINT are ignored: a scheduler that signals the whole process group (SLURM, ``kill -TERM
+      -PGID``, Ctrl-C) reaches the trainer, which finishes its step and checkpoints with the workers still
+      alive; they stop when the trainer closes the loader, or die with it.
+    """
+    import ctypes
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: torch's own watchdog still stops orphans within seconds
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(0)
+
+
 class _BatchSource:
-    """What the train and eval loaders share: ``(kind, batch)`` iteration and the DALI decode step."""
+    """What the train and eval loaders share: ``(kind, batch)`` iteration, how their DataLoader is built
+    and the DALI decode step."""
 
     train = True
+    decoder = "pyav"  # host batches (pinned where CUDA is); "dali" batches are decoded on the device
 
     def __iter__(self) -> Iterator[tuple[str, dict]]:
         for kind, batch, _ in self.batches():
             yield kind, batch
+
+    def _dataloader(self, dataset: IterableDataset) -> DataLoader:
+        """One batch per item, made in ``data.num_workers`` workers (see :func:`worker_init`).
+
+        The DataLoader gets its own generator: each new iterator draws its workers' base seed from it, which
+        by default comes from the global torch RNG, so every resume or evaluation would shift the RNG of the
+        model (dropout) against an uninterrupted run. Our datasets seed every draw per sample and never use
+        that base seed."""
+        return DataLoader(dataset, batch_size=None, num_workers=self.cfg.data.num_workers, collate_fn=_identity,
+                          pin_memory=torch.cuda.is_available() and self.decoder == "pyav",
+                          worker_init_fn=worker_init if self.cfg.data.num_workers else None,
+                          generator=torch.Generator().manual_seed(0))
 
     def _dali_decode(self, samples) -> torch.Tensor:
         if self._dali is None:
@@ -397,9 +446,7 @@ class TrainLoader(_BatchSource):
                              self.kinds, self.decoder, self.global_batches, [dict(r) for r in self.roles])
 
     def batches(self) -> Iterator[tuple[str, dict, dict]]:
-        loader = DataLoader(self._dataset(), batch_size=None, num_workers=self.cfg.data.num_workers,
-                            collate_fn=_identity, pin_memory=torch.cuda.is_available() and self.decoder == "pyav")
-        for kind, batch, meta in loader:
+        for kind, batch, meta in self._dataloader(self._dataset()):
             if meta["g"] != self.global_batches:  # the round-robin broke: resuming would not be exact
                 raise RuntimeError(f"loader order: got global batch {meta['g']}, expected {self.global_batches}")
             self.global_batches += 1
@@ -547,9 +594,7 @@ class EvalLoader(_BatchSource):
     def batches(self) -> Iterator[tuple[str, dict, dict]]:
         self._skips = SkipCounter()
         dataset = _EvalDataset(self.cfg, self.info.rank, self.info.world_size, self.tokenizer, self.groups, self.decoder)
-        loader = DataLoader(dataset, batch_size=None, num_workers=self.cfg.data.num_workers, collate_fn=_identity,
-                            pin_memory=torch.cuda.is_available() and self.decoder == "pyav")
-        for kind, batch, meta in loader:
+        for kind, batch, meta in self._dataloader(dataset):
             self._skips.merge(meta["skipped"])
             if kind is None:
                 continue

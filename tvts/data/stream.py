@@ -23,11 +23,11 @@ from typing import Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import IterableDataset
 
 from tvts.data import synthetic
 from tvts.data.augment import augment_video
-from tvts.data.loader import _BatchSource, _identity, _worker_slot
+from tvts.data.loader import _BatchSource, _worker_slot
 from tvts.data.pipeline import SampleTransform, collate, sample_rng
 from tvts.data.sampling import cfr_frame_starts, frame_indices
 
@@ -100,9 +100,7 @@ class StreamLoader(_BatchSource):
     def batches(self) -> Iterator[tuple[str, dict, dict]]:
         dataset = _StreamDataset(self.cfg, self.info.rank, self.info.world_size, self.slots, self.tokenizer,
                                  self.global_batches)
-        loader = DataLoader(dataset, batch_size=None, num_workers=self.cfg.data.num_workers,
-                            collate_fn=_identity, pin_memory=torch.cuda.is_available())
-        for kind, batch, meta in loader:
+        for kind, batch, meta in self._dataloader(dataset):
             if meta["g"] != self.global_batches:
                 raise RuntimeError(f"stream order: got global batch {meta['g']}, expected {self.global_batches}")
             self.global_batches += 1

@@ -96,6 +96,15 @@ def all_reduce_mean(values: dict[str, float], op: str = "mean") -> dict[str, flo
     return dict(zip(keys, t.tolist()))
 
 
+def all_gather_objects(value) -> list:
+    """Every rank's picklable ``value``, in rank order (``[value]`` without a process group)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [value]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, value)
+    return out
+
+
 def shutdown() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

@@ -43,13 +43,13 @@ def consolidated_state_dict(checkpoint: str | Path) -> dict[str, torch.Tensor]:
     """Full fp32 (floating tensors) state dict of the model saved in ``checkpoint``, unwrapped names."""
     ckpt = resolve_checkpoint(checkpoint)
     if (ckpt / "model_optim.pt").is_file():
-        state = torch.load(ckpt / "model_optim.pt", map_location="cpu", weights_only=False)["model"]
+        state = torch.load(ckpt / "model_optim.pt", map_location="cpu", weights_only=True)["model"]
     elif (ckpt / "dcp").is_dir():
         from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
         with tempfile.TemporaryDirectory() as tmp:
             dcp_to_torch_save(str(ckpt / "dcp"), f"{tmp}/full.pt")
-            state = torch.load(f"{tmp}/full.pt", map_location="cpu", weights_only=False)["model"]
+            state = torch.load(f"{tmp}/full.pt", map_location="cpu", weights_only=True)["model"]
     elif (ckpt / "deepspeed").is_dir():
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 

@@ -34,7 +34,8 @@ def device_peak_flops(device: torch.device, cpu_peak: Optional[float] = None) ->
 
 def measure_cpu_matmul_peak(n: int = 1024, seconds: float = 0.3) -> float:
     """FLOP/s of an n x n fp32 matmul on this process's threads (the CPU "peak" for MFU)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    g = torch.Generator().manual_seed(0)  # not the global RNG: the run's draws do not depend on measuring
+    a, b = torch.randn(n, n, generator=g), torch.randn(n, n, generator=g)
     torch.mm(a, b)
     reps, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:

@@ -162,7 +162,7 @@ class Strategy:
             torch.save(self.state_dict(), directory / "model_optim.pt")
 
     def load(self, directory: Path) -> None:
-        state = torch.load(directory / "model_optim.pt", map_location=self.device, weights_only=False)
+        state = torch.load(directory / "model_optim.pt", map_location=self.device, weights_only=True)
         self.module.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

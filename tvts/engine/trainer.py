@@ -87,21 +87,36 @@ class Trainer:
 
     # -- state --------------------------------------------------------------------------------------
     def trainer_state(self) -> dict:
-        return {"data": self.loader.state_dict(), "nonfinite_total": self.nonfinite_total, "finished": self.finished}
+        """Everything of this rank that later steps or logs depend on, beyond the strategy's state: the data
+        position (what the loop consumed), counters, the steps not logged yet (so a log interval that spans
+        the checkpoint averages the same steps as an uninterrupted run) and the frozen-text cache."""
+        state = {"data": self.loader.state_dict(), "nonfinite_total": self.nonfinite_total,
+                 "nonfinite_in_row": self.nonfinite_in_row, "finished": self.finished,
+                 "window": self.window, "memory": self.memory}
+        cache = getattr(self.model.text, "cache", None)
+        if cache is not None:
+            state["text_cache"] = cache.state_dict()
+        return state
 
     def save(self) -> Path:
         return self.checkpointer.save(self.step, self.strategy, self.trainer_state(),
                                       {"strategy": self.cfg.train.strategy, "name": self.cfg.name})
 
     def maybe_resume(self) -> None:
-        latest = self.checkpointer.latest()
-        if latest is None:
+        found = self.checkpointer.resume(self.strategy)
+        if found is None:
             return
-        state = self.checkpointer.load(latest, self.strategy)
+        latest, state = found
         self.step = state["step"]
         self.nonfinite_total = state.get("nonfinite_total", 0)
+        self.nonfinite_in_row = state.get("nonfinite_in_row", 0)
         self.finished = bool(state.get("finished", False))
+        self.window = list(state.get("window", []))
+        self.memory = dict(state.get("memory", {}))
         self.loader.load_state_dict(state["data"])
+        cache = getattr(self.model.text, "cache", None)
+        if cache is not None and "text_cache" in state:  # after the weights: loading them clears the cache
+            cache.load_state_dict(state["text_cache"])
         if self.info.is_main:
             print(f"resumed from {latest} at step {self.step}", flush=True)
 
@@ -133,7 +148,9 @@ class Trainer:
                 self.window.append(self.train_step(batches))
                 self.step += 1
                 stop = all_reduce_max(1.0 if self.stop_requested else 0.0) > 0
-                if self.step % cfg.train.log_every == 0 or self.step == cfg.train.steps or stop:
+                # a stop does not log early: the unlogged steps go into the checkpoint and are logged
+                # with the rest of their interval after the resume, as an uninterrupted run logs them
+                if self.step % cfg.train.log_every == 0 or self.step == cfg.train.steps:
                     self.log()
                 if stop:
                     self.save()
