@@ -1,6 +1,7 @@
 """Ingest: sources -> window sets / caption clips -> re-encoded shard samples (the shard contract)."""
 from __future__ import annotations
 
+import codecs
 import io
 import json
 import math
@@ -73,8 +74,9 @@ def test_vtt_corpus_samples_follow_the_contract(corpus, tmp_path):
         assert sorted(members) == ["json", "mp4"]
         meta = json.loads(members["json"])
         source = meta["source"]
-        assert sorted(meta) == ["duration", "fps", "frames", "height", "kind", "source", "span", "transcripts",
-                                "width", "windows"]
+        assert sorted(meta) == ["duration", "fps", "frames", "height", "kind", "source", "span", "subtitle_encoding",
+                                "transcripts", "width", "windows"]
+        assert meta["subtitle_encoding"] == "utf-8"
         assert meta["kind"] == "transcripts" and meta["span"] == [0.0, 19.0]
         (ws,) = _planned(load_subtitles(corpus / f"{source}.vtt"), 19.0, st, source)
         assert meta["transcripts"] == ws.transcripts and all(meta["transcripts"])
@@ -187,7 +189,7 @@ def test_bad_inputs_are_skipped_and_counted(corpus, tmp_path):
     folder.mkdir()
     good_mp4, good_vtt = corpus / "syn000000.mp4", corpus / "syn000000.vtt"
     video = good_mp4.read_bytes()
-    for stem in ("good", "zero", "truncated", "garbage", "nosub", "emptysub", "latin"):
+    for stem in ("good", "zero", "truncated", "garbage", "nosub", "emptysub", "junk"):
         shutil.copy(good_mp4, folder / f"{stem}.mp4")
         shutil.copy(good_vtt, folder / f"{stem}.vtt")
     (folder / "zero.mp4").write_bytes(b"")
@@ -197,15 +199,54 @@ def test_bad_inputs_are_skipped_and_counted(corpus, tmp_path):
     (folder / "garbage.mp4").write_bytes(np.random.default_rng(0).bytes(5000))
     (folder / "nosub.vtt").unlink()
     (folder / "emptysub.vtt").write_bytes(b"")
-    (folder / "latin.vtt").write_bytes("WEBVTT\n\n00:00:01.000 --> 00:00:03.000\ncafé crème\n".encode("latin-1"))
+    (folder / "junk.vtt").write_bytes(np.random.default_rng(1).bytes(2000))  # no encoding decodes it
     st = IngestSettings(source="vtt", short_side=32, inputs_per_shard=2, **SYN)
     result = ingest.ingest_source("vtt", folder, tmp_path / "out", st, workers=2)
     index = result.index
     assert index["skipped"] == {"corrupt_video": 3, "empty_transcript": 1, "empty_video": 1,
-                                "missing_transcript": 1, "non_utf8": 1}
+                                "missing_transcript": 1, "undecodable_transcript": 1}
     assert (index["samples"], index["inputs"], index["inputs_used"]) == (1, 8, 1)
     assert [json.loads(m["json"])["source"] for _, m in _samples(tmp_path / "out")] == ["good"]
     assert "missing_transcript" in result.summary() and "internal_error" not in result.summary()
+
+
+# One window per cue of the 19 s synthetic videos (SYN: windows [0, 4], [5, 9], [10, 14], [15, 19] s).
+ACCENTED_CUES = [("00:00:00,658", "00:00:03,606", "Un café, s’il vous plaît."),
+                 ("00:00:05,392", "00:00:08,274", "Déjà ? Ça coûte 5 €."),
+                 ("00:00:10,738", "00:00:13,680", "Très bien, à demain."),
+                 ("00:00:15,569", "00:00:18,345", "Où est Hélène ?")]
+
+
+def test_subtitle_encodings_are_decoded_recorded_and_counted(corpus, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    srt = "\r\n".join(f"{i + 1}\r\n{a} --> {b}\r\n{text}\r\n" for i, (a, b, text) in enumerate(ACCENTED_CUES))
+    subtitles = {"a_utf8.vtt": ("WEBVTT\r\n\r\n" + srt.replace(",", ".")).encode("utf-8"),
+                 "b_utf16.srt": codecs.BOM_UTF16_LE + srt.encode("utf-16-le"),
+                 "c_cp1252.srt": srt.encode("cp1252"),
+                 "d_utf32.srt": codecs.BOM_UTF32_BE + srt.encode("utf-32-be"),
+                 "e_junk.srt": np.random.default_rng(2).bytes(3000)}
+    for name, data in subtitles.items():
+        shutil.copy(corpus / "syn000000.mp4", folder / (name.split(".")[0] + ".mp4"))
+        (folder / name).write_bytes(data)
+    st = IngestSettings(source="vtt", short_side=32, fps=2, inputs_per_shard=3, **SYN)
+    result = ingest.ingest_source("vtt", folder, tmp_path / "out", st)
+    assert result.index["skipped"] == {"undecodable_transcript": 1}
+    assert result.encodings == {"cp1252": 1, "utf-16-le": 1, "utf-32-be": 1, "utf-8": 1}
+    assert "  encodings cp1252 1, utf-16-le 1, utf-32-be 1, utf-8 1 (" in result.summary()
+    assert shards.load_index(tmp_path / "out")["encodings"] == result.encodings
+    assert "undecodable_transcript  1" in result.summary()
+    assert [shards.read_marker(tmp_path / "out", i)["encodings"] for i in (0, 1)] == [
+        {"cp1252": 1, "utf-16-le": 1, "utf-8": 1}, {"utf-32-be": 1}]
+    metas = {json.loads(m["json"])["source"]: json.loads(m["json"]) for _, m in _samples(tmp_path / "out")}
+    assert {s: m["subtitle_encoding"] for s, m in metas.items()} == {
+        "a_utf8": "utf-8", "b_utf16": "utf-16-le", "c_cp1252": "cp1252", "d_utf32": "utf-32-be"}
+    for source, meta in metas.items():
+        want = [text.replace(",", ".") if source == "a_utf8" else text for _, _, text in ACCENTED_CUES]
+        assert meta["transcripts"] == want, source
+    # a rerun reuses the shards; the counts come back from their markers
+    again = ingest.ingest_source("vtt", folder, tmp_path / "out", st)
+    assert (again.shards_built, again.encodings) == (0, result.encodings)
 
 
 def test_past_end_is_refused_or_shortened(corpus):
@@ -359,6 +400,8 @@ def test_ensure_demo_corpus_builds_once(tmp_path, tiny_overrides, capsys):
 def test_cli_exit_codes(corpus, tmp_path, capsys):
     import importlib.util
 
+    from tvts.errors import cli as run  # what `python launch/prepare_data.py` does with main
+
     spec = importlib.util.spec_from_file_location("prepare_data", os.path.join(os.path.dirname(__file__), "..", "..", "launch", "prepare_data.py"))
     cli = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cli)
@@ -366,8 +409,8 @@ def test_cli_exit_codes(corpus, tmp_path, capsys):
     assert cli.main(common + ["--input", str(corpus), "--out", str(tmp_path / "ok")]) == 0
     out = capsys.readouterr().out
     assert "samples  3 in 1 shards" in out and "inputs   3, 3 used" in out
-    assert cli.main(common + ["--input", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
-    assert capsys.readouterr().err.strip() == f"prepare_data: error: {tmp_path / 'missing'}: no such folder"
+    assert run(cli.main, common + ["--input", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'missing'}: no such folder"
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "a.mp4").write_bytes(b"not a video")

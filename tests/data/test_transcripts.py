@@ -1,11 +1,14 @@
 """Transcript parsers: exact words and times from small fixture files written into tmp_path."""
+import codecs
+import gzip
 import json
 
 import numpy as np
 import pytest
 
 from tvts.data.errors import SkipSample
-from tvts.data.transcripts import TimedWords, load_subtitles, parse_howto, parse_merlot, parse_srt, parse_vtt
+from tvts.data.transcripts import (TimedWords, decode_transcript, load_subtitles, parse_howto, parse_merlot,
+                                   parse_srt, parse_vtt)
 
 # YouTube auto-captions: each cue repeats the previous line, ~10 ms transition cues only repeat text,
 # a lone space line sits inside cues, the new line carries <hh:mm:ss.ttt> word tags.
@@ -177,9 +180,14 @@ def test_words_between_is_strict():
 @pytest.mark.parametrize(
     "name, content, reason",
     [
-        ("latin1.vtt", b"WEBVTT\n\n00:00.000 --> 00:01.000\ncaf\xe9\n", "non_utf8"),
-        ("latin1.srt", b"1\n00:00:00,000 --> 00:00:01,000\ncaf\xe9\n", "non_utf8"),
-        ("latin1.json", b'{"subtitles": [{"word": "caf\xe9", "time": 1.0}]}', "non_utf8"),
+        ("random.srt", np.random.default_rng(0).bytes(4096), "undecodable_transcript"),
+        ("gzipped.vtt", gzip.compress(("WEBVTT\n\n00:00.000 --> 00:01.000\ncafé crème\n" * 50).encode()),
+         "undecodable_transcript"),
+        ("random.json", np.random.default_rng(1).bytes(512), "undecodable_transcript"),
+        ("odd_utf16.srt", codecs.BOM_UTF16_LE + "1\n00:00:00,000 --> 00:00:01,000\nhi\n".encode("utf-16-le") + b"\x00",
+         "undecodable_transcript"),
+        ("bad_after_bom.vtt", codecs.BOM_UTF8 + b"WEBVTT\n\n00:00.000 --> 00:01.000\ncaf\xe9\n", "undecodable_transcript"),
+        ("beyond_unicode.srt", codecs.BOM_UTF32_BE + b"\x00\x11\x00\x00", "undecodable_transcript"),
         ("header_only.vtt", "WEBVTT\nKind: captions\n\n", "empty_transcript"),
         ("music_only.vtt", "WEBVTT\n\n00:00.000 --> 00:05.000\n[Music]\n\n00:05.000 --> 00:09.000\n♪ ♪\n", "empty_transcript"),
         ("empty.srt", "", "empty_transcript"),
@@ -211,3 +219,119 @@ def test_howto_with_mismatched_lists_is_bad():
     with pytest.raises(SkipSample) as info:
         parse_howto({"start": [0.0, 1.0], "end": [1.0], "text": ["a", "b"]}, source="vid123")
     assert info.value.reason == "bad_subtitle" and "vid123" in info.value.detail
+
+
+# ----------------------------------------------------------------------------------------------
+# Encodings: byte-order marks obeyed, UTF-8 as is, legacy code pages detected, junk skipped
+# ----------------------------------------------------------------------------------------------
+# cp1252 proper: ’ (0x92), € (0x80) and … (0x85) are not in ISO-8859-1.
+ACCENTED_SRT = """1
+00:00:01,000 --> 00:00:03,000
+Un café, s’il vous plaît.
+
+2
+00:00:03,500 --> 00:00:05,500
+Déjà ? Ça coûte 5 € à peine…
+"""
+ACCENTED_WORDS = ["Un", "café,", "s’il", "vous", "plaît.", "Déjà", "?", "Ça", "coûte", "5", "€", "à", "peine…"]
+ACCENTED_TIMES = [1.0, 1.4, 1.8, 2.2, 2.6, 3.5, 3.75, 4.0, 4.25, 4.5, 4.75, 5.0, 5.25]
+WORLD_SRT = ACCENTED_SRT + "\n3\n00:00:06,000 --> 00:00:07,000\nПривет, 世界 😀\n"
+
+
+@pytest.mark.parametrize("encoding, bom, codec", [
+    ("utf-8", b"", "utf-8"),
+    ("utf-8-sig", codecs.BOM_UTF8, "utf-8"),
+    ("utf-16-le", codecs.BOM_UTF16_LE, "utf-16-le"),
+    ("utf-16-be", codecs.BOM_UTF16_BE, "utf-16-be"),
+    ("utf-32-le", codecs.BOM_UTF32_LE, "utf-32-le"),  # FF FE 00 00: read as UTF-16-LE it would be garbage
+    ("utf-32-be", codecs.BOM_UTF32_BE, "utf-32-be"),
+])
+def test_unicode_files_follow_their_byte_order_mark(tmp_path, encoding, bom, codec):
+    path = write(tmp_path, "world.srt", bom + WORLD_SRT.replace("\n", "\r\n").encode(codec))
+    words = load_subtitles(path)
+    assert words.words == ACCENTED_WORDS + ["Привет,", "世界", "😀"]
+    np.testing.assert_allclose(words.times, ACCENTED_TIMES + [6.0, 6 + 1 / 3, 6 + 2 / 3])
+    assert words.encoding == encoding
+    vtt = write(tmp_path, "world.vtt", bom + ("WEBVTT\n\n" + WORLD_SRT.replace(",", ".")).encode(codec))
+    assert load_subtitles(vtt).words[:2] == ["Un", "café."] and load_subtitles(vtt).encoding == encoding
+
+
+GERMAN_SPANISH_SRT = """1
+00:00:00,500 --> 00:00:02,500
+Grüße aus München, Señor Müller.
+
+2
+00:00:03,000 --> 00:00:04,000
+¿Dónde está el niño? Über dem Fluß.
+"""
+CZECH_SRT = """1
+00:00:01,000 --> 00:00:02,000
+Děkuji, že jste přišli.
+
+2
+00:00:02,000 --> 00:00:03,000
+Promiňte, nerozumím. Kde je moje auto?
+"""
+RUSSIAN_SRT = """1
+00:00:01,000 --> 00:00:02,000
+Привет, как дела?
+
+2
+00:00:02,000 --> 00:00:03,000
+Я не знаю, что сказать.
+"""
+JAPANESE_VTT = """WEBVTT
+
+00:01.000 --> 00:02.000
+こんにちは、元気ですか？
+
+00:02.000 --> 00:03.000
+すみません、わかりません。
+"""
+
+
+@pytest.mark.parametrize("name, text, written_in, detected", [
+    ("fr.srt", ACCENTED_SRT, "cp1252", "cp1252"),
+    # ISO-8859-1 without C1 bytes decodes the same in cp1252, its superset on printable characters
+    ("de_es.srt", GERMAN_SPANISH_SRT, "latin-1", "cp1252"),
+    # Czech in cp1250 is mess-free in cp1252 too ("Dìkuji, ¾e jste pøišli"): the alphabet fit decides
+    ("cs.srt", CZECH_SRT, "cp1250", "cp1250"),
+    ("ru.srt", RUSSIAN_SRT, "cp1251", "cp1251"),
+    ("ja.vtt", JAPANESE_VTT, "shift_jis", "cp932"),  # cp932: Windows' Shift-JIS, a superset
+])
+def test_legacy_code_pages_are_detected(tmp_path, name, text, written_in, detected):
+    reference = load_subtitles(write(tmp_path, "utf8_" + name, text))
+    words = load_subtitles(write(tmp_path, name, text.encode(written_in)))
+    assert words.encoding == detected and reference.encoding == "utf-8"
+    assert words.words == reference.words
+    np.testing.assert_allclose(words.times, reference.times)
+
+
+def test_cp1252_words_and_times(tmp_path):
+    words = parse_srt(write(tmp_path, "fr.srt", ACCENTED_SRT.replace("\n", "\r\n").encode("cp1252")))
+    assert (words.words, words.encoding) == (ACCENTED_WORDS, "cp1252")
+    np.testing.assert_allclose(words.times, ACCENTED_TIMES)
+    de_es = load_subtitles(write(tmp_path, "de_es.srt", GERMAN_SPANISH_SRT.encode("latin-1")))
+    assert de_es.words == ["Grüße", "aus", "München,", "Señor", "Müller.", "¿Dónde", "está", "el", "niño?", "Über",
+                           "dem", "Fluß."]
+    cs = load_subtitles(write(tmp_path, "cs.srt", CZECH_SRT.encode("cp1250")))
+    assert cs.words[:5] == ["Děkuji,", "že", "jste", "přišli.", "Promiňte,"]
+
+
+@pytest.mark.parametrize("name, content, words", [
+    ("latin1.vtt", b"WEBVTT\n\n00:00.000 --> 00:01.000\ncaf\xe9\n", ["café"]),
+    ("latin1.srt", b"1\n00:00:00,000 --> 00:00:01,000\ncaf\xe9 cr\xe8me\n", ["café", "crème"]),
+    ("latin1.json", b'{"subtitles": [{"word": "caf\xe9", "time": 1.0}]}', ["café"]),
+])
+def test_one_line_latin1_files(tmp_path, name, content, words):
+    got = load_subtitles(write(tmp_path, name, content))
+    assert (got.words, got.encoding) == (words, "cp1252")
+
+
+def test_decode_transcript_never_replaces_bytes():
+    assert decode_transcript("naïve".encode("utf-8")) == ("naïve", "utf-8")
+    assert decode_transcript(codecs.BOM_UTF16_BE + "naïve".encode("utf-16-be")) == ("naïve", "utf-16-be")
+    junk = bytes(range(128, 256)) * 8  # every high byte: C1 controls in latin-1, undefined bytes in cp1252
+    with pytest.raises(SkipSample) as info:
+        decode_transcript(junk, "junk.srt")
+    assert info.value.reason == "undecodable_transcript" and info.value.detail.startswith("junk.srt: byte 0 ")

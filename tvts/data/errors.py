@@ -10,7 +10,7 @@ log = logging.getLogger("tvts.data")
 
 class SkipSample(Exception):
     """Raised for an input that cannot be used. ``reason`` is a short stable key (e.g. ``corrupt_video``,
-    ``empty_transcript``, ``non_utf8``, ``few_words``, ``past_end``); ``detail`` names the file and what is wrong."""
+    ``empty_transcript``, ``undecodable_transcript``, ``few_words``, ``past_end``); ``detail`` names the file and what is wrong."""
 
     def __init__(self, reason: str, detail: str = ""):
         super().__init__(f"{reason}: {detail}" if detail else reason)

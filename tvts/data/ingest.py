@@ -25,10 +25,15 @@ Every unusable input is skipped and counted by reason (:mod:`tvts.data.errors`),
 silently. A video either gives all its planned samples or, when it turns out corrupt while being
 re-encoded, none (no partial sample, no partial video). Reasons counted per input video:
 ``missing_video``, ``empty_video``, ``corrupt_video``, ``unsupported_codec``, ``missing_transcript``,
-``unreadable``, ``non_utf8``, ``bad_subtitle``, ``empty_transcript``, ``too_short``,
+``unreadable``, ``undecodable_transcript``, ``bad_subtitle``, ``empty_transcript``, ``too_short``,
 ``empty_caption``, ``bad_record``, ``internal_error`` (a bug: logged with its traceback). Reasons
 counted per window set: ``few_words`` (a window under ``min_words`` words) and ``past_end`` (the
 decoded stream stops before the set's end; MERLOT ``info.duration`` is only metadata).
+
+Transcript files may be UTF-8, UTF-16 or UTF-32 with a byte-order mark, or in a legacy code page
+(Windows-1252 and others, detected: :func:`tvts.data.transcripts.decode_transcript`). Each sample's
+JSON records the encoding its transcript file was read in (``subtitle_encoding``), and the shard
+markers and :meth:`IngestResult.summary` count input videos by that encoding.
 """
 from __future__ import annotations
 
@@ -599,14 +604,18 @@ def _r(x: float) -> float:
     return round(float(x), 6)
 
 
-def _transcript_meta(record: Record, ws: WindowSet, facts: dict) -> dict:
-    return {"kind": "transcripts", "source": record.id, "span": [_r(ws.start), _r(ws.end)],
+def _transcript_meta(record: Record, ws: WindowSet, facts: dict, encoding: Optional[str]) -> dict:
+    meta = {"kind": "transcripts", "source": record.id, "span": [_r(ws.start), _r(ws.end)],
             "windows": [[_r(a - ws.start), _r(b - ws.start)] for a, b in ws.windows],
             "transcripts": list(ws.transcripts), **facts}
+    if encoding is not None:  # a Python codec name (utf-8, utf-16-le, cp1252...); HowTo100M entries have none
+        meta["subtitle_encoding"] = encoding
+    return meta
 
 
-def process_record(record: Record, settings: IngestSettings) -> tuple[list[Sample], collections.Counter]:
-    """All samples of one input video and a Counter of what was skipped, by reason.
+def process_record(record: Record, settings: IngestSettings) -> tuple[list[Sample], collections.Counter, Optional[str]]:
+    """All samples of one input video, a Counter of what was skipped, by reason, and the encoding its
+    transcript file was read in (None: no file decoded, e.g. caption sources or an undecodable one).
 
     Transcript sources: one sample per planned window set, re-encoded from the set's span start to its
     end. Caption sources: one sample, the whole clip (at most ``max_clip_s`` seconds). A video that
@@ -614,11 +623,13 @@ def process_record(record: Record, settings: IngestSettings) -> tuple[list[Sampl
     """
     if record.problem:
         _log_counter.add(*record.problem)
-        return [], collections.Counter({record.problem[0]: 1})
+        return [], collections.Counter({record.problem[0]: 1}), None
     skipped: collections.Counter = collections.Counter()
     samples: list[Sample] = []
+    encoding: Optional[str] = None
     try:
         words = load_words(record) if settings.kind == "transcripts" else None
+        encoding = words.encoding if words is not None else None
         with _OpenVideo(record.video) as video:
             if words is not None:
                 duration = video.info.duration
@@ -637,7 +648,7 @@ def process_record(record: Record, settings: IngestSettings) -> tuple[list[Sampl
                         skipped["past_end"] += 1
                         continue
                     key = f"{record.key}-{int(round(ws.start * 1000)):09d}"
-                    meta = _transcript_meta(record, ws, facts)
+                    meta = _transcript_meta(record, ws, facts, encoding)
                     samples.append((key, {settings.extension: data, "json": _json_bytes(meta)}))
             else:
                 end = video.info.duration if settings.max_clip_s <= 0 else min(video.info.duration, settings.max_clip_s)
@@ -648,17 +659,17 @@ def process_record(record: Record, settings: IngestSettings) -> tuple[list[Sampl
                 samples.append((f"{record.key}-{0:09d}", {settings.extension: data, "json": _json_bytes(meta)}))
     except SkipSample as err:
         _log_counter.add(err)
-        return [], collections.Counter({err.reason: 1})
+        return [], collections.Counter({err.reason: 1}), encoding
     except av.error.FFmpegError as err:
         _log_counter.add("corrupt_video", f"{record.video}: {err}")
-        return [], collections.Counter({"corrupt_video": 1})
+        return [], collections.Counter({"corrupt_video": 1}), encoding
     except Exception:  # a bug, not bad input: counted, and logged with its traceback, never silent
         log.error("internal error on %s (%s); skipped:\n%s", record.id, record.video, traceback.format_exc())
-        return [], collections.Counter({"internal_error": 1})
+        return [], collections.Counter({"internal_error": 1}), encoding
     for reason, n in skipped.items():
         for _ in range(n):
             _log_counter.add(reason, f"{record.id}")
-    return samples, skipped
+    return samples, skipped, encoding
 
 
 def _json_bytes(meta: dict) -> bytes:
@@ -683,15 +694,19 @@ def build_shard(index: int, records: Sequence[Record], settings: IngestSettings,
                 on_record: Optional[Callable[[], None]] = None) -> dict:
     """Process ``records`` into ``OUT/shard-<index>.tar`` and its done marker; returns the marker.
 
-    Samples stream into the tar one video at a time (memory: one video's clips)."""
+    The marker's ``encodings`` counts the input videos by the encoding their transcript file was read
+    in. Samples stream into the tar one video at a time (memory: one video's clips)."""
     skipped: collections.Counter = collections.Counter()
+    encodings: collections.Counter = collections.Counter()
     used = 0
 
     def samples() -> Iterator[Sample]:
         nonlocal used
         for record in records:
-            got, skips = process_record(record, settings)
+            got, skips, encoding = process_record(record, settings)
             skipped.update(skips)
+            if encoding is not None:
+                encodings[encoding] += 1
             used += bool(got)
             if on_record is not None:
                 on_record()
@@ -704,7 +719,8 @@ def build_shard(index: int, records: Sequence[Record], settings: IngestSettings,
     count = shards.write_shard(path, samples())
     if not count:
         path.unlink()  # every input was skipped: no tar, only the marker
-    marker = {"name": name, "samples": count, "skipped": dict(sorted(skipped.items())), "inputs": len(records),
+    marker = {"name": name, "samples": count, "skipped": dict(sorted(skipped.items())),
+              "encodings": dict(sorted(encodings.items())), "inputs": len(records),
               "inputs_used": used, "bytes": path.stat().st_size if count else 0}
     shards.write_marker(out, index, marker)
     return marker
@@ -737,18 +753,22 @@ class IngestResult:
     shards_built: int  # in this run
     shards_reused: int  # finished by an earlier run
     seconds: float
+    encodings: dict[str, int] = dataclasses.field(default_factory=dict)  # input videos by transcript encoding
 
     @property
     def samples(self) -> int:
         return self.index["samples"]
 
     def summary(self) -> str:
-        """A one-screen report: samples, shards, inputs, skipped by reason, speed."""
+        """A one-screen report: samples, shards, inputs, transcript encodings, skipped by reason, speed."""
         idx = self.index
         lines = [f"{idx['kind']} shard set {self.out}",
                  f"  samples  {idx['samples']} in {len(idx['shards'])} shards "
                  f"({self.shards_built} built now, {self.shards_reused} already done)",
                  f"  inputs   {idx['inputs']}, {idx['inputs_used']} used, {idx['inputs'] - idx['inputs_used']} gave no sample"]
+        if self.encodings:
+            counts = sorted(self.encodings.items(), key=lambda kv: (-kv[1], kv[0]))
+            lines.append(f"  encodings {', '.join(f'{e} {n}' for e, n in counts)} (transcript files, per input video)")
         if idx["skipped"]:
             width = max(len(r) for r in idx["skipped"])
             lines.append("  skipped  (per input video; few_words and past_end per window set)")
@@ -818,7 +838,10 @@ def ingest(records: Sequence[Record], out: str | Path, settings: IngestSettings,
         bar.close()
     config = {**settings.as_config(), "inputs_per_shard": per_shard, "input": str(input_path)}
     index = shards.write_index(out, settings.kind, [markers[i] for i in range(len(groups))], config)
-    return IngestResult(out, index, len(todo), reused, time.perf_counter() - t0)
+    encodings: collections.Counter = collections.Counter()
+    for marker in markers.values():  # reused shards too: their markers kept the counts
+        encodings.update(marker.get("encodings", {}))
+    return IngestResult(out, index, len(todo), reused, time.perf_counter() - t0, dict(sorted(encodings.items())))
 
 
 def _run_pool(todo, groups, settings, out, workers, markers, bar) -> None:

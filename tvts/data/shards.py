@@ -4,7 +4,8 @@ A shard set is a directory::
 
     OUT/shard-000000.tar, shard-000001.tar, ...   webdataset tars: members <key>.mp4|webm + <key>.json
     OUT/index.json                                 {"kind", "shards": [{"name", "samples"}], "samples",
-                                                    "skipped": {reason: count}, "inputs", "config"}
+                                                    "skipped": {reason: count}, "encodings": {codec: count},
+                                                    "inputs", "config"}
     OUT/.ingest/plan.json, shard-NNNNNN.done       resume state of launch/prepare_data.py
 
 Shards are written with the standard library's ``tarfile`` (webdataset's own writer imports torch,
@@ -146,15 +147,19 @@ def write_index(out: str | Path, kind: str, markers: list[dict], config: dict) -
     """Merge the per-shard markers into ``OUT/index.json`` and return it. Shards without samples are
     left out of ``shards`` (they have no tar); their skips still count."""
     skipped: dict[str, int] = {}
+    encodings: dict[str, int] = {}
     for m in markers:
         for reason, n in m.get("skipped", {}).items():
             skipped[reason] = skipped.get(reason, 0) + n
+        for encoding, n in m.get("encodings", {}).items():
+            encodings[encoding] = encodings.get(encoding, 0) + n
     shards = [{"name": m["name"], "samples": m["samples"]} for m in sorted(markers, key=lambda m: m["name"]) if m["samples"]]
     index = {
         "kind": kind,
         "shards": shards,
         "samples": sum(s["samples"] for s in shards),
         "skipped": dict(sorted(skipped.items())),
+        "encodings": dict(sorted(encodings.items())),  # input videos by the encoding of their transcript file
         "inputs": sum(m.get("inputs", 0) for m in markers),
         "inputs_used": sum(m.get("inputs_used", 0) for m in markers),
         "config": config,
