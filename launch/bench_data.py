@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 import torch
 
 from tvts.bench import environment, markdown_table, write_json
 from tvts.data.bench import loaders, make_inputs, per_sample
+from tvts.errors import UserError, cli
 
 
 def main(argv=None) -> None:
@@ -32,6 +34,10 @@ def main(argv=None) -> None:
     p.add_argument("--batches", type=int, default=24, help="batches timed per loader row")
     p.add_argument("--batch", type=int, default=8)
     args = p.parse_args(argv)
+    try:
+        workers = [int(w) for w in args.workers.split(",")]
+    except ValueError:
+        raise UserError(f"--workers {args.workers}: expected comma-separated worker counts, e.g. 0,1,2") from None
     work = Path(args.work)
     load_before = os.getloadavg()
     samples = make_inputs(work, args.videos, args.raw_videos, args.raw_size)
@@ -40,7 +46,7 @@ def main(argv=None) -> None:
                               ("ms_per_clip", "CPU ms/clip", ".1f"), ("wall_ms_per_clip", "wall ms/clip", ".1f"),
                               ("clips_per_s", "clips/s/core", ".1f"),
                               ("frames_per_s", "frames/s/core", ".0f"), ("vs_official", "vs official", ".1f")]), flush=True)
-    loader_rows = loaders(str(work / "demo" / "shards"), len(samples["demo"]), [int(w) for w in args.workers.split(",")],
+    loader_rows = loaders(str(work / "demo" / "shards"), len(samples["demo"]), workers,
                           args.batches, args.batch)
     print()
     print(markdown_table(loader_rows, [("decoder", "decoder", ""), ("workers", "workers", "d"), ("decoded_cache", "decoded cache", ""),
@@ -60,6 +66,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    import sys
-
-    main(sys.argv[1:])
+    sys.exit(cli(main))

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import torch
 
 from tvts.bench import environment
 from tvts.bench import markdown_sections as markdown
+from tvts.errors import UserError, cli
 from tvts.kernels.bench import BACKENDS, bench_attention, bench_divided, bench_sort
 
 
@@ -33,7 +35,12 @@ def main(argv=None) -> None:
     p.add_argument("--out", default="runs/bench_kernels.json")
     p.add_argument("--md", default=None, help="also write the markdown tables here")
     args = p.parse_args(argv)
-    device = torch.device(args.device)
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        raise UserError(f"--device {args.device}: not a torch device; pass cpu or cuda[:N]") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {args.device}: this machine has no CUDA device; pass --device cpu")
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[
         args.dtype or ("bf16" if device.type == "cuda" else "fp32")]
     args.reps = args.reps or (20 if device.type == "cuda" else 3)
@@ -56,4 +63,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli(main))

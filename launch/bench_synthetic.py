@@ -29,6 +29,8 @@ import sys
 import time
 from pathlib import Path
 
+from tvts.errors import UserError, cli
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -57,7 +59,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     given = args.tvts or args.vtc
     if args.jobs < 1 or (given and args.seeds and len(args.seeds) > 1) or (given and args.runs):
-        raise SystemExit("--jobs must be >= 1; --tvts/--vtc are one seed's runs: not with several --seeds or --runs")
+        raise UserError("--jobs must be >= 1; --tvts/--vtc are one seed's runs: not with several --seeds or --runs")
     if given:  # the seed of the run given: its partner is trained with it, and the tables name it
         recipe = Path(given) / "config.yaml"
         args.seeds = [config.load(recipe).seed if recipe.is_file() else cfg.seed]
@@ -72,13 +74,13 @@ def main(argv=None) -> int:
                                               skip=[k for k, run in (("tvts", args.tvts), ("vtc", args.vtc)) if run])
     missing = [str(run) for pair in runs.values() for run in pair if args.runs and not run.is_dir()]
     if missing:
-        raise SystemExit(f"--runs {args.runs}: no run at {', '.join(missing)}; train them with --out {args.runs}")
+        raise UserError(f"--runs {args.runs}: no run at {', '.join(missing)}; train them with --out {args.runs}")
     if jobs or not args.data:
         from tvts.data.prepare import ensure_demo_corpus
 
         ensure_demo_corpus(cfg)  # before any training: every seed (and parallel job) finds the same clips
     if not (data / "labels.json").is_file():
-        raise SystemExit(f"{data}: no labels.json; pass --data a downstream set (tvts/data/synthetic.py make_downstream)")
+        raise UserError(f"{data}: no labels.json; pass --data a downstream set (tvts/data/synthetic.py make_downstream)")
     run_jobs(jobs, args.jobs)
 
     t0 = time.perf_counter()
@@ -107,4 +109,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli(main))

@@ -18,6 +18,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from tvts.errors import cli
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -45,25 +47,18 @@ def parse(argv):
 def main(argv=None) -> int:
     args = parse(argv)
     from tvts import config
-    from tvts.models.convert import ConversionError, build_target, convert_file, export_file
+    from tvts.models.convert import build_target, convert_file, export_file
 
-    try:
-        cfg = config.load(args.config, args.overrides)
-        model = build_target(cfg)
-        if args.source:
-            report = convert_file(args.source, args.input, model, args.output, args.allow_missing)
-        else:
-            report = export_file(args.target, args.input, model, args.output, args.allow_missing)
-    except config.ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
-        return 2
-    except ConversionError as err:
-        print(f"convert error: {err}", file=sys.stderr)
-        return 2
+    cfg = config.load(args.config, args.overrides)
+    model = build_target(cfg)
+    if args.source:
+        report = convert_file(args.source, args.input, model, args.output, args.allow_missing)
+    else:
+        report = export_file(args.target, args.input, model, args.output, args.allow_missing)
     print("\n".join(report.lines()))
     print(f"wrote {args.output}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli(main))

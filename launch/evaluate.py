@@ -21,6 +21,8 @@ import argparse
 import logging
 import sys
 
+from tvts.errors import cli
+
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -32,25 +34,17 @@ def main(argv=None) -> int:
     ap.add_argument("options", nargs="*", help="key=value evaluation options")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from tvts.config import ConfigError
-    from tvts.eval.features import EvalDataError
-    from tvts.eval.formats import MetadataError
-    from tvts.eval.loading import LoadError
-    from tvts.eval.options import OptionError, parse_options
+    from tvts.eval.options import parse_options
     from tvts.eval.report import markdown
     from tvts.eval.tasks import default_out, evaluate
 
-    try:
-        options = parse_options(args.options)
-        out = args.out or default_out(args.checkpoint)
-        result = evaluate(args.task, args.checkpoint, args.data, out, options, config=args.config)
-    except (OptionError, MetadataError, LoadError, ConfigError, EvalDataError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    options = parse_options(args.options)
+    out = args.out or default_out(args.checkpoint)
+    result = evaluate(args.task, args.checkpoint, args.data, out, options, config=args.config)
     print(markdown(result))
     print(f"results: {out}/{args.task}.json, {out}/{args.task}.md")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli(main))

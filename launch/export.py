@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
+
+from tvts.errors import cli
 
 
 def main(argv=None) -> int:
@@ -19,18 +20,14 @@ def main(argv=None) -> int:
     ap.add_argument("checkpoint", help="a run directory or one of its checkpoints/step_* directories")
     ap.add_argument("--out", default=None, help="output directory (default: <checkpoint>/export)")
     args = ap.parse_args(argv)
-    from tvts.engine.export import ExportError, export_safetensors, resolve_checkpoint
+    from tvts.engine.export import export_safetensors, resolve_checkpoint
 
-    try:
-        ckpt = resolve_checkpoint(args.checkpoint)
-        written = export_safetensors(ckpt, args.out or ckpt / "export")
-    except ExportError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    ckpt = resolve_checkpoint(args.checkpoint)
+    written = export_safetensors(ckpt, args.out or ckpt / "export")
     for part, path in written.items():
         print(f"{part:<6} {path} ({path.stat().st_size / 2**20:.1f} MiB)")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli(main))

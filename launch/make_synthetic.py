@@ -8,9 +8,11 @@ Layout: ``<out>/videos/{<id>.mp4, <id>.vtt, manifest.jsonl}`` and
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 from tvts.data import synthetic
+from tvts.errors import cli
 
 
 def main(argv=None) -> None:
@@ -45,4 +47,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli(main))

@@ -24,9 +24,9 @@ import argparse
 import logging
 import sys
 
-from tvts.config import Config, ConfigError, load
+from tvts.config import Config, load
 from tvts.data import ingest
-from tvts.data.shards import ShardError
+from tvts.errors import cli
 
 
 def main(argv=None) -> int:
@@ -55,24 +55,20 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
-    try:
-        cfg = load(args.config) if args.config else Config()
-        settings = ingest.IngestSettings.from_config(
-            cfg, args.source, num_windows=args.num_windows, window_min_s=args.window_min_s,
-            window_max_s=args.window_max_s, gap_s=args.gap_s, min_words=args.min_words, seed=args.seed,
-            short_side=args.short_side, fps=args.fps, codec=args.codec, crf=args.crf, max_clip_s=args.max_clip_s,
-            samples_per_shard=args.samples_per_shard, inputs_per_shard=args.inputs_per_shard)
-        result = ingest.ingest_source(args.source, args.input, args.out, settings, video_root=args.video_root,
-                                      workers=args.workers, progress=True)
-    except (ConfigError, ingest.IngestError, ShardError) as err:
-        print(f"prepare_data: error: {err}", file=sys.stderr)
-        return 2
+    cfg = load(args.config) if args.config else Config()
+    settings = ingest.IngestSettings.from_config(
+        cfg, args.source, num_windows=args.num_windows, window_min_s=args.window_min_s,
+        window_max_s=args.window_max_s, gap_s=args.gap_s, min_words=args.min_words, seed=args.seed,
+        short_side=args.short_side, fps=args.fps, codec=args.codec, crf=args.crf, max_clip_s=args.max_clip_s,
+        samples_per_shard=args.samples_per_shard, inputs_per_shard=args.inputs_per_shard)
+    result = ingest.ingest_source(args.source, args.input, args.out, settings, video_root=args.video_root,
+                                  workers=args.workers, progress=True)
     print(result.summary())
     if result.samples == 0:
-        print(f"prepare_data: error: no input of {args.input} gave a sample (see the skip reasons above)", file=sys.stderr)
+        print(f"error: no input of {args.input} gave a sample (see the skip reasons above)", file=sys.stderr)
         return 1
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli(main))

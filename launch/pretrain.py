@@ -15,6 +15,8 @@ import logging
 import sys
 from pathlib import Path
 
+from tvts.errors import cli, one_line
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -32,11 +34,7 @@ def main(argv=None) -> int:
     from tvts import config
     from tvts.engine import distributed
 
-    try:
-        cfg = config.load(args.config, args.overrides)
-    except config.ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
-        return 2
+    cfg = config.load(args.config, args.overrides)
     from tvts.data.prepare import ensure_demo_corpus
     from tvts.engine.trainer import Trainer, TrainingAborted
 
@@ -44,11 +42,8 @@ def main(argv=None) -> int:
     try:
         ensure_demo_corpus(cfg, info)
         Trainer(cfg, info).train()
-    except config.ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
-        return 2
     except TrainingAborted as err:
-        print(f"aborted: {err}", file=sys.stderr)
+        print(f"aborted: {one_line(err)}", file=sys.stderr)
         return 3
     finally:
         distributed.shutdown()
@@ -56,4 +51,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli(main))

@@ -27,6 +27,8 @@ if __name__ == "profile":
     sys.modules["profile"] = _stdlib
     globals().update({k: v for k, v in vars(_stdlib).items() if not k.startswith("__")})
 
+from tvts.errors import cli  # noqa: E402 (after the stdlib hand-over above)
+
 ROOT = Path(__file__).resolve().parents[1]
 ATTENTION = ["auto", "triton", "flash_attn", "xformers", "sdpa", "math"]
 STRATEGY = ["single", "ddp", "fsdp", "zero1", "zero2", "zero3"]
@@ -61,11 +63,7 @@ def main(argv=None) -> int:
 
     extra = [f"train.{k}={v}" for k, v in (("strategy", args.strategy), ("attention", args.attention),
                                            ("micro_batch", args.micro_batch)) if v is not None]
-    try:
-        cfg = config.load(args.config, args.overrides + extra)
-    except config.ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
-        return 2
+    cfg = config.load(args.config, args.overrides + extra)
     if args.project:
         try:
             from tvts.engine.projection import format_projection, project
@@ -96,9 +94,6 @@ def main(argv=None) -> int:
             report = profiler.profile(cfg, info, setups, paths, args.steps, args.warmup, args.config)
         if args.max_batch:
             report["largest_micro_batch"] = profiler.largest_micro_batch(cfg, info, profiler.engine_setup(cfg))
-    except config.ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
-        return 2
     finally:
         distributed.shutdown()
     if not info.is_main:
@@ -115,4 +110,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli(main))

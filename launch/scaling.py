@@ -16,6 +16,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from tvts.errors import cli
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -42,26 +44,18 @@ def main(argv=None) -> int:
     from tvts.engine import scaling
 
     start = time.perf_counter()
-    try:
-        name = config.load(args.config, args.overrides).name
-        out = Path(args.out or f"runs/scaling/{name}")
-        runs = scaling.plan(args.config, args.sizes, [int(b) for b in args.budgets], out, args.overrides, args.world_size)
-    except config.ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
-        return 2
+    name = config.load(args.config, args.overrides).name
+    out = Path(args.out or f"runs/scaling/{name}")
+    runs = scaling.plan(args.config, args.sizes, [int(b) for b in args.budgets], out, args.overrides, args.world_size)
     if args.emit:
         for path in scaling.write_cluster_files(runs, args.config, out, args.launcher):
             print(f"wrote {path}")
         print(f"{len(runs)} runs; when they are done, run this command again with --collect in place of --emit {args.emit}")
         return 0
-    try:
-        if args.collect:
-            runs = [scaling.collect(r) for r in runs]
-        else:
-            scaling.run_local(runs, args.config)
-    except (FileNotFoundError, ValueError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    if args.collect:
+        runs = [scaling.collect(r) for r in runs]
+    else:
+        scaling.run_local(runs, args.config)
     fit = scaling.fit_law([r.params for r in runs], [r.clips for r in runs], [r.val_loss for r in runs], args.bootstrap)
     largest = max(r.compute for r in runs)
     budgets = args.predict_flops or [10 * largest, 1000 * largest]
@@ -82,4 +76,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli(main))

@@ -261,10 +261,17 @@ def load(path: Optional[str | Path] = None, overrides: Optional[List[str]] = Non
     raw: dict = {}
     if path is not None:
         p = Path(path)
+        if p.is_dir():
+            raise ConfigError(f"{path}: is a directory; pass a YAML file such as configs/demo.yaml")
         if not p.is_file():
             raise ConfigError(f"{path}: config file not found; pass a YAML file such as configs/demo.yaml")
         try:
-            raw = yaml.safe_load(p.read_text()) or {}
+            text = p.read_text()
+        except (OSError, UnicodeDecodeError) as err:  # unreadable, or a binary file (a checkpoint) given as --config
+            raise ConfigError(f"{path}: cannot read it as text ({getattr(err, 'strerror', None) or err}); "
+                              f"pass a YAML file such as configs/demo.yaml") from None
+        try:
+            raw = yaml.safe_load(text) or {}
         except yaml.YAMLError as err:
             mark = getattr(err, "problem_mark", None)
             where = f" line {mark.line + 1}" if mark is not None else ""
@@ -278,8 +285,8 @@ def load(path: Optional[str | Path] = None, overrides: Optional[List[str]] = Non
             raise ConfigError(f"{item}: an override must look like section.key=value")
         try:
             parsed = yaml.safe_load(value) if value.strip() else ""
-        except yaml.YAMLError:
-            parsed = value
+        except yaml.YAMLError as err:
+            parsed = _plain_list(key, value, err)
         _set_dotted(raw, key, parsed)
     cfg = _build(Config, raw, "")
     validate(cfg)
@@ -307,6 +314,29 @@ def _all_paths(cls, prefix: str = "") -> List[str]:
         if dataclasses.is_dataclass(hints[f.name]):
             out.extend(_all_paths(hints[f.name], path + "."))
     return out
+
+
+def _plain_list(key: str, value: str, err: yaml.YAMLError) -> list[str]:
+    """An override YAML cannot read: ``[a, b]`` whose items hold brace patterns (``dir/shard-{000..003}.tar``,
+    ``{a,b}``: a YAML mapping to the parser) is the list of its items, split at commas outside braces;
+    anything else is an error, never a silent string."""
+    text = value.strip()
+    if not (text.startswith("[") and text.endswith("]")):
+        raise ConfigError(f"{key}: cannot read {value!r} ({getattr(err, 'problem', None) or err}); quote it, "
+                          f"e.g. {key}='\"{value}\"'") from None
+    items, depth, current = [], 0, ""
+    for char in text[1:-1]:
+        depth += {"{": 1, "}": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            items.append(current)
+            current = ""
+        else:
+            current += char
+    items.append(current)
+    items = [item.strip().strip("'\"") for item in items]
+    if depth != 0 or not all(items):
+        raise ConfigError(f"{key}: cannot read {value!r} as a list (unbalanced braces or an empty item)")
+    return items
 
 
 def _unknown(path: str) -> ConfigError:
@@ -447,6 +477,10 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"optim.decay_at: expected fractions of the run in (0, 1), got {cfg.optim.decay_at}")
     if cfg.data.synthetic_stream and not cfg.data.synthetic:
         raise ConfigError("data.synthetic_stream: the procedural stream is the synthetic corpus's; set data.synthetic=true")
+    if cfg.data.synthetic_stream and (cfg.data.train or cfg.data.captions):
+        key = "data.train" if cfg.data.train else "data.captions"
+        raise ConfigError(f"{key}: the synthetic stream (data.synthetic_stream=true, the demo's default) trains on "
+                          f"procedural clips and would ignore these shards; add data.synthetic_stream=false")
     if cfg.data.window_min_s > cfg.data.window_max_s:
         raise ConfigError(f"data.window_min_s: {cfg.data.window_min_s} exceeds data.window_max_s={cfg.data.window_max_s}")
 

@@ -64,7 +64,7 @@ def test_plan_and_cluster_files(tmp_path):
     assert "#SBATCH --array=0-3" in sbatch.read_text()
     with pytest.raises(config.ConfigError, match="model.video.size"):
         scaling.plan(DEMO, ["tiniest"], [10], tmp_path, TINY)
-    with pytest.raises(FileNotFoundError, match="atto_20"):
+    with pytest.raises(scaling.ScalingError, match="atto_20"):
         scaling.collect(runs[0])
 
 

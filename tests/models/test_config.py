@@ -42,10 +42,24 @@ def test_v2_needs_tube_masks_and_tubelet_1():
 
 def test_overrides_are_typed():
     cfg = config.load("configs/demo.yaml", ["optim.lr=3e-4", "optim.betas=[0.8, 0.9]", "model.video.temporal_embed_std=null",
-                                            "train.steps=7", "data.train=shards/{000..003}.tar"])
+                                            "train.steps=7", "data.train=shards/{000..003}.tar", "data.synthetic_stream=false"])
     assert cfg.optim.lr == 3e-4 and cfg.optim.betas == [0.8, 0.9]
     assert cfg.model.video.temporal_embed_std is None and cfg.train.steps == 7
     assert cfg.data.train == ["shards/{000..003}.tar"]
+
+
+def test_list_overrides_keep_brace_patterns_and_bad_values_are_errors():
+    """YAML reads `[dir/shard-{000000..000003}.tar]` as a flow list holding a mapping and fails: the override is
+    the list of its items (commas inside braces belong to the pattern); other unreadable values are errors."""
+    cfg = config.load("configs/demo.yaml", ["data.synthetic_stream=false",
+                                            "data.train=[dir/shard-{000000..000003}.tar, http://h:8000/s-{a,b}.tar]"])
+    assert cfg.data.train == ["dir/shard-{000000..000003}.tar", "http://h:8000/s-{a,b}.tar"]
+    cfg = config.load("configs/demo.yaml", ["data.synthetic_stream=false", "data.val=[pipe:cat x-{0..1}.tar]"])
+    assert cfg.data.val == ["pipe:cat x-{0..1}.tar"]
+    with pytest.raises(config.ConfigError, match=r"^name: cannot read 'a: b: c'"):
+        config.load("configs/demo.yaml", ["name=a: b: c"])
+    with pytest.raises(config.ConfigError, match=r"^data.train: cannot read .* as a list"):
+        config.load("configs/demo.yaml", ["data.train=[dir/{a,b.tar]"])
 
 
 def test_patch_grid_is_the_one_source():

@@ -539,6 +539,8 @@ def test_cli_help_lists_every_format_with_an_example(capsys):
 
 
 def test_cli_imports_exports_and_reports_errors(tmp_path, capsys):
+    from tvts.errors import cli as run  # what `python launch/convert.py` does with main: one line, exit 2
+
     cli = _cli()
     torch.manual_seed(0)
     clip = ClipFile(ClipVisual(32, 2, 2, patch=8, image=32, out=16, act=nn.GELU()),
@@ -551,7 +553,7 @@ def test_cli_imports_exports_and_reports_errors(tmp_path, capsys):
     assert "kept at their fresh init" in capsys.readouterr().out
     # an init file lacks the new temporal modules: exporting it is refused, naming them, unless allowed
     export = ["--to", "tvtsv2", "--input", str(tmp_path / "init.safetensors"), *base, "--output", str(tmp_path / "TVTSv2_ours.pth")]
-    assert cli.main([*export, *overrides]) == 2
+    assert run(cli.main, [*export, *overrides]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "video.blocks.N.time_attn.qkv.weight (x2)" in err
     assert cli.main([*export, "--allow-missing", "video.*time_*", "--allow-missing", "video.temporal_embed", *overrides]) == 0
@@ -559,7 +561,7 @@ def test_cli_imports_exports_and_reports_errors(tmp_path, capsys):
     assert torch.equal(exported["module.video_model.conv1.weight"], clip.visual.conv1.weight)
     assert torch.equal(exported["module.video_model.transformer.resblocks.1.attn.qkv.weight"],
                        clip.visual.transformer.resblocks[1].attn.in_proj_weight)
-    assert cli.main(["--from", "mae", "--input", str(tmp_path / "open_clip_model.safetensors"), *base,
-                     "--output", str(tmp_path / "x.pt"), *overrides]) == 2
+    assert run(cli.main, ["--from", "mae", "--input", str(tmp_path / "open_clip_model.safetensors"), *base,
+                          "--output", str(tmp_path / "x.pt"), *overrides]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("convert error:")

@@ -61,6 +61,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tvts.data.errors import SkipCounter, SkipSample
 from tvts.data.pipeline import KINDS, SampleTransform, collate
 from tvts.data.shards import ShardError, list_shards, load_index
+from tvts.errors import UserError
 
 log = logging.getLogger("tvts.data")
 
@@ -229,16 +230,30 @@ class _RawStream:
                 self.consumed += 1
                 return self.epoch, raw
             if self.consumed == 0:
-                raise RuntimeError(f"{self.kind} epoch {self.epoch}: rank {self.rank} slot {self.slot} read no sample "
-                                   f"from its {len(self.paths)} shards ({self.counter.as_dict()})")
+                raise ShardError(f"{self.kind} epoch {self.epoch}: rank {self.rank} slot {self.slot} read no sample "
+                                 f"from its {len(self.paths)} shards ({self.counter.as_dict()}); check them with "
+                                 f"tar tf, or rebuild them with launch/prepare_data.py")
             if self._fresh and self.used == 0:
-                raise RuntimeError(f"{self.kind} epoch {self.epoch}: every sample of rank {self.rank} slot {self.slot} "
-                                   f"was skipped ({self.counter.as_dict()})")
+                raise ShardError(f"{self.kind} epoch {self.epoch}: every sample of rank {self.rank} slot {self.slot} "
+                                 f"was skipped ({self.counter.as_dict()}); the log names the first of each reason")
             self.epoch, self.consumed, self._it = self.epoch + 1, 0, None
 
 
 def _identity(item):
     return item
+
+
+_FAILED = "__failed__"  # the kind of the item a worker sends instead of raising a UserError
+
+
+def _reporting(items: Iterator) -> Iterator:
+    """A worker's items; a :class:`UserError` (bad data: no readable shard, every sample skipped) is sent
+    as one ``(_FAILED, class name, message)`` item and the main process raises it again as a one-line
+    error. Raised in the worker, torch would wrap it in a message carrying the worker's traceback."""
+    try:
+        yield from items
+    except UserError as err:
+        yield _FAILED, type(err).__name__, str(err)
 
 
 def _worker_slot() -> tuple[int, int]:
@@ -304,6 +319,9 @@ class _TrainDataset(IterableDataset):
         self.global_batches, self.roles = global_batches, roles
 
     def __iter__(self):
+        return _reporting(self._batches())
+
+    def _batches(self):
         cfg = self.cfg
         worker, _ = _worker_slot()
         role = (worker + self.global_batches) % self.slots
@@ -447,6 +465,8 @@ class TrainLoader(_BatchSource):
 
     def batches(self) -> Iterator[tuple[str, dict, dict]]:
         for kind, batch, meta in self._dataloader(self._dataset()):
+            if kind == _FAILED:
+                raise ShardError(meta)
             if meta["g"] != self.global_batches:  # the round-robin broke: resuming would not be exact
                 raise RuntimeError(f"loader order: got global batch {meta['g']}, expected {self.global_batches}")
             self.global_batches += 1
@@ -546,6 +566,9 @@ class _EvalDataset(IterableDataset):
         self.cfg, self.rank, self.world, self.tokenizer, self.groups, self.decoder = cfg, rank, world, tokenizer, groups, decoder
 
     def __iter__(self):
+        return _reporting(self._batches())
+
+    def _batches(self):
         slot, slots = _worker_slot()
         counter = SkipCounter()
         delta = _SkipDelta(counter)
@@ -595,6 +618,8 @@ class EvalLoader(_BatchSource):
         self._skips = SkipCounter()
         dataset = _EvalDataset(self.cfg, self.info.rank, self.info.world_size, self.tokenizer, self.groups, self.decoder)
         for kind, batch, meta in self._dataloader(dataset):
+            if kind == _FAILED:
+                raise ShardError(meta)
             self._skips.merge(meta["skipped"])
             if kind is None:
                 continue

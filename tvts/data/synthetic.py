@@ -50,6 +50,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from tvts.errors import UserError
+
 # ----------------------------------------------------------------------------------------------
 # Vocabulary of the scene
 # ----------------------------------------------------------------------------------------------
@@ -220,11 +222,15 @@ def sample_event_types(rng: np.random.Generator, events: int) -> List[str]:
     return [EVENT_TYPES[i] for i in order]
 
 
+class SyntheticError(UserError):
+    """Settings a synthetic corpus or downstream set cannot be made with; one line naming the setting."""
+
+
 def _check_canvas(size: int, fps: int) -> None:
     if size % 2 or size < 16:
-        raise ValueError(f"size={size}: the canvas side must be an even number of pixels >= 16 (yuv420p)")
+        raise SyntheticError(f"size={size}: the canvas side must be an even number of pixels >= 16 (yuv420p)")
     if fps < 1:
-        raise ValueError(f"fps={fps}: expected a positive integer")
+        raise SyntheticError(f"fps={fps}: expected a positive integer")
 
 
 def sample_video(index: int, seed: int = 0, size: int = 64, fps: int = 8, events: int = 4, event_s: float = 4.0,
@@ -238,7 +244,8 @@ def sample_video(index: int, seed: int = 0, size: int = 64, fps: int = 8, events
     """
     _check_canvas(size, fps)
     if events < 1 or event_s <= 0 or gap_s < 0 or not 0.0 <= noise <= 1.0:
-        raise ValueError(f"events={events} event_s={event_s} gap_s={gap_s} noise={noise}: out of range")
+        raise SyntheticError(f"events={events} event_s={event_s} gap_s={gap_s} noise={noise}: out of range "
+                             f"(events >= 1, event_s > 0, gap_s >= 0, 0 <= noise <= 1)")
     rng = np.random.default_rng([seed, 0, index])
     scale = size / _REF_SIZE
     types = sample_event_types(rng, events)
@@ -725,6 +732,8 @@ def make_downstream(out_dir: str | Path, num_train: int, num_val: int, seed: int
     balanced within each split (counts differ by at most one).
     """
     _check_canvas(size, fps)
+    if size < 64:  # the change of a moving (or growing) object is sized for the 64 px reference canvas
+        raise SyntheticError(f"size={size}: downstream clips need a canvas of at least 64 px (the demo makes them at 64)")
     out = Path(out_dir) / "downstream"
     videos = out / "videos"
     videos.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,13 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from tvts.errors import UserError
+
 PRETRAIN = "launch/pretrain.py"
+
+
+class ScalingError(UserError):
+    """A grid that cannot be collected or fitted (a run not finished, too few runs); one line naming it."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -111,14 +117,14 @@ def collect(run: GridRun) -> GridRun:
     """Read the run's final held-out loss and sort accuracy from its ``metrics.jsonl``."""
     path = Path(run.run_dir) / "metrics.jsonl"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no metrics for run {run.name} (not run yet, or it failed)")
+        raise ScalingError(f"{path}: no metrics for run {run.name} (not run yet, or it failed)")
     last = None
     for line in path.read_text().splitlines():
         record = json.loads(line)
         if "val/loss" in record and record["step"] == run.steps:
             last = record
     if last is None:
-        raise ValueError(f"{path}: no held-out record at step {run.steps} (data.val empty, or the run stopped early)")
+        raise ScalingError(f"{path}: no held-out record at step {run.steps} (data.val empty, or the run stopped early)")
     run.val_loss, run.val_sort_acc = float(last["val/loss"]), last.get("val/sort_acc")
     return run
 
@@ -138,7 +144,7 @@ def run_local(runs: Sequence[GridRun], config_path: str, log: Callable[[str], No
             collect(run)
             log(f"{run.name}: already done, held-out loss {run.val_loss:.4f}")
             continue
-        except (FileNotFoundError, ValueError):
+        except ScalingError:
             pass
         start = time.perf_counter()
         cfg = config.load(config_path, run.overrides)
@@ -206,7 +212,7 @@ def fit_law(n: Sequence[float], d: Sequence[float], loss: Sequence[float], boots
     Hoffmann et al. 2022) and bootstrap the runs ``bootstrap`` times for 95 % intervals."""
     log_n, log_d, log_l = (np.log(np.asarray(x, dtype=float)) for x in (n, d, loss))
     if len(log_l) < 5:
-        raise ValueError(f"fitting 5 parameters needs at least 5 runs, got {len(log_l)}")
+        raise ScalingError(f"fitting 5 parameters needs at least 5 runs, got {len(log_l)}; pass more --sizes x --budgets")
     e0 = math.log(0.5 * float(np.exp(log_l).min()))
     grid = [[e0, a, al, b, be] for a in (0.0, 5.0, 15.0) for al in (0.1, 0.4, 1.0)
             for b in (0.0, 5.0, 15.0) for be in (0.1, 0.4, 1.0)]

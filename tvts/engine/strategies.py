@@ -19,6 +19,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
+from tvts.config import ConfigError
 from tvts.engine.distributed import DistInfo, all_reduce_max
 from tvts.engine.schedule import build_scheduler
 from tvts.models.param_groups import param_groups
@@ -219,7 +220,8 @@ def build_strategy(cfg, model: nn.Module, info: DistInfo, total_steps: int, pret
     if name not in STRATEGIES:
         _register_sharded()
     if name == "single" and info.world_size > 1:
-        raise ValueError(f"train.strategy: single runs one process but the launcher started {info.world_size}; use ddp, fsdp or zero1-3")
+        raise ConfigError(f"train.strategy: single runs one process but the launcher started {info.world_size}; "
+                          f"use ddp, fsdp or zero1-3")
     return STRATEGIES[name](cfg, model, info, total_steps, pretrained)
 
 

@@ -47,6 +47,8 @@ Tensor = torch.Tensor
 class ConversionError(UserError):
     """A conversion that cannot go on; ``str(err)`` is one line."""
 
+    label = "convert error"
+
 
 # ----------------------------------------------------------------------------------------------
 # Key rules
