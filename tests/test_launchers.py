@@ -50,8 +50,16 @@ def bad(tmp_path):
     no_shards = tmp_path / "no_shards"
     no_shards.mkdir()  # what prepare_data leaves when every input was skipped
     (no_shards / "index.json").write_text(json.dumps({"kind": "transcripts", "shards": [], "samples": 0}))
+    raw = tmp_path / "raw"  # one video with its subtitles, for launchers that get as far as writing
+    raw.mkdir()
+    (raw / "v.mp4").write_bytes(b"")
+    (raw / "v.vtt").write_text("WEBVTT\n\n00:00.000 --> 00:01.000\nhello\n")
+    shard = tmp_path / "shard-000000.tar"
+    import tarfile
+    with tarfile.open(shard, "w"):
+        pass
     return {"missing": tmp_path / "missing", "empty": tmp_path / "empty", "file": tmp_path / "file.txt",
-            "no_shards": no_shards, "tmp": tmp_path}
+            "no_shards": no_shards, "tmp": tmp_path, "shard": shard}
 
 
 # (launcher, argv from the bad paths, the start of the line, the bad path or value the line must name)
@@ -64,6 +72,12 @@ CASES = {
                            "error: ", "{empty}/index.json: missing"),
     "pretrain_no_shards": ("pretrain", lambda b: [*TINY, f"data.train=[{b['no_shards']}]", f"train.run_dir={b['tmp'] / 'run'}"],
                            "error: ", "{no_shards}: no shard with samples"),
+    "pretrain_run_dir_is_a_file": ("pretrain", lambda b: [*TINY, f"data.train=[{b['shard']}]", f"train.run_dir={b['file']}"],
+                                   "error: ", "{file}"),
+    "pretrain_not_a_tar": ("pretrain", lambda b: [*TINY, f"data.train=[{b['file']}]", f"train.run_dir={b['tmp'] / 'run'}"],
+                           "error: ", "transcripts epoch 0: rank 0 slot 0 read no sample from its 1 shards ({{'corrupt_shard': 1}})"),
+    "prepare_data_out_is_a_file": ("prepare_data", lambda b: ["--source", "vtt", "--input", str(b["tmp"] / "raw"),
+                                                              "--out", str(b["file"])], "error: ", "{file}"),
     "prepare_data_missing": ("prepare_data", lambda b: ["--source", "vtt", "--input", str(b["missing"]), "--out", str(b["tmp"] / "out")],
                              "error: ", "{missing}: no such folder"),
     "prepare_data_file": ("prepare_data", lambda b: ["--source", "vtt", "--input", str(b["file"]), "--out", str(b["tmp"] / "out")],

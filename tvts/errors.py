@@ -12,6 +12,8 @@ import sys
 from typing import Callable, Optional, Sequence
 
 EXIT_USER_ERROR = 2
+# OS errors that name a path the user gave: reported like a UserError (other OSErrors keep their traceback)
+PATH_ERRORS = (FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)
 
 
 class UserError(ValueError):
@@ -32,4 +34,9 @@ def cli(main: Callable[[Optional[Sequence[str]]], int], argv: Optional[Sequence[
         return main(argv)
     except UserError as err:
         print(f"{err.label}: {one_line(err)}", file=sys.stderr, flush=True)
+        return EXIT_USER_ERROR
+    except PATH_ERRORS as err:  # an output or input path of the wrong kind (a file where a folder goes...)
+        if err.filename is None:
+            raise
+        print(f"error: {err.filename}: {err.strerror or one_line(err)}; pass another path", file=sys.stderr, flush=True)
         return EXIT_USER_ERROR
