@@ -31,5 +31,9 @@ setup(
     extras_require={
         "dev": ["pytest==9.2.0"],
         "gpu": ["nvidia-dali-cuda130==2.4.0"],
+        # shards in object storage (tvts/data/sources.py); each pins the fsspec of its own release
+        "s3": ["s3fs"],
+        "gcs": ["gcsfs"],
+        "remote": ["s3fs", "gcsfs"],
     },
 )

@@ -25,7 +25,7 @@ import logging
 import sys
 
 from tvts.config import Config, load
-from tvts.data import ingest
+from tvts.data import ingest, sources
 from tvts.errors import cli
 
 
@@ -34,7 +34,10 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--source", required=True, choices=ingest.SOURCES)
     p.add_argument("--input", required=True, help="input folder or index/caption file (see the sources below)")
-    p.add_argument("--out", required=True, help="output shard-set folder")
+    p.add_argument("--out", required=True, help="output shard-set folder, or a URL (s3://bucket/set, gs://...): "
+                                                "built in --staging, then uploaded")
+    p.add_argument("--staging", help="with a URL --out: the local folder it is built in (default "
+                                     "~/.cache/tvts/staging/<hash of --out>); keep it to resume")
     p.add_argument("--video-root", help="folder that relative video paths in --input point into")
     p.add_argument("--workers", type=int, default=1, help="processes (default 1)")
     p.add_argument("--config", help="YAML config: K = sample.num_windows; data.window_min_s/window_max_s/gap_s/min_words; seed")
@@ -61,13 +64,27 @@ def main(argv=None) -> int:
         window_max_s=args.window_max_s, gap_s=args.gap_s, min_words=args.min_words, seed=args.seed,
         short_side=args.short_side, fps=args.fps, codec=args.codec, crf=args.crf, max_clip_s=args.max_clip_s,
         samples_per_shard=args.samples_per_shard, inputs_per_shard=args.inputs_per_shard)
-    result = ingest.ingest_source(args.source, args.input, args.out, settings, video_root=args.video_root,
+    out = args.out if sources.is_local(args.out) else args.staging or staging_dir(args.out)
+    if out != args.out:
+        sources.filesystem(args.out)  # an unknown protocol or a missing client package, before any work
+        print(f"building in {out}, then uploading to {args.out}", flush=True)
+    result = ingest.ingest_source(args.source, args.input, out, settings, video_root=args.video_root,
                                   workers=args.workers, progress=True)
     print(result.summary())
     if result.samples == 0:
         print(f"error: no input of {args.input} gave a sample (see the skip reasons above)", file=sys.stderr)
         return 1
+    if out != args.out:
+        sent = sources.upload_shard_set(out, args.out)
+        print(f"uploaded {sent} files to {args.out}", flush=True)
     return 0
+
+
+def staging_dir(url: str) -> str:
+    import hashlib
+    from pathlib import Path
+
+    return str(Path.home() / ".cache" / "tvts" / "staging" / hashlib.sha1(url.encode()).hexdigest()[:12])
 
 
 if __name__ == "__main__":

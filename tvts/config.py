@@ -178,6 +178,12 @@ class DataConfig:
     # > 0: each loader worker keeps the decoded uint8 frames of the clips it has seen (LRU, this many MiB)
     # and picks frames from them instead of decoding again: for small corpora revisited every epoch
     decoded_cache_mb: int = _f(0, 0, 1 << 20)
+    # remote shards (http(s)://, s3://, gs://, pipe:): a read that stalls this long fails; a transient failure
+    # (reset, timeout, 5xx) is retried this many times, waiting io_backoff_s, then twice as long, ...; a shard
+    # still unreadable is skipped and counted (data/shard_errors)
+    io_timeout_s: float = _f(60.0, 0.0, 3600.0, lo_open=True)
+    io_retries: int = _f(3, 0, 100)
+    io_backoff_s: float = _f(1.0, 0.0, 600.0)
     root: str = "data/demo"
 
 

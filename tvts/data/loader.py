@@ -60,7 +60,8 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from tvts.data.errors import SkipCounter, SkipSample
 from tvts.data.pipeline import KINDS, SampleTransform, collate
-from tvts.data.shards import ShardError, list_shards, load_index
+from tvts.data.shards import ShardError, index_of, list_shards
+from tvts.data.sources import IOPolicy, is_transient_io, open_stream
 from tvts.errors import UserError
 
 log = logging.getLogger("tvts.data")
@@ -74,22 +75,20 @@ _ASSIGN, _ORDER, _SHUFFLE, _MIX = 2, 3, 4, 5
 # ----------------------------------------------------------------------------------------------
 # Shard lists
 # ----------------------------------------------------------------------------------------------
-def list_shard_paths(spec: str) -> list[str]:
-    """Shard paths of one shard-set spec (a directory with index.json, a brace pattern or a glob)."""
-    return [os.fspath(path) for path, _ in list_shards(spec)]
+def list_shard_paths(spec: str, policy: IOPolicy = IOPolicy()) -> list[str]:
+    """Shard paths or URLs of one shard-set spec (a directory or URL prefix with index.json, a brace
+    pattern, a glob or a ``pipe:`` command; see :func:`tvts.data.shards.list_shards`)."""
+    return [os.fspath(path) for path, _ in list_shards(spec, policy)]
 
 
-def spec_kind(spec: str) -> Optional[str]:
+def spec_kind(spec: str, policy: IOPolicy = IOPolicy()) -> Optional[str]:
     """The kind a shard set declares in its index.json ("transcripts"/"captions"), or None."""
-    directory = spec if os.path.isdir(spec) else os.path.dirname(spec)
-    try:
-        return load_index(directory).get("kind")
-    except ShardError:
-        return None
+    index = index_of(spec, policy)
+    return index.get("kind") if index else None
 
 
-def resolve_shards(specs: Sequence[str]) -> list[str]:
-    paths = [p for spec in specs for p in list_shard_paths(spec)]
+def resolve_shards(specs: Sequence[str], policy: IOPolicy = IOPolicy()) -> list[str]:
+    paths = [p for spec in specs for p in list_shard_paths(spec, policy)]
     if specs and not paths:
         raise ShardError(f"{', '.join(map(str, specs))}: no shard with samples (data.train / data.captions); point the key "
                          f"at a shard set that launch/prepare_data.py wrote from inputs that gave samples")
@@ -133,32 +132,81 @@ def assign_shards(paths: Sequence[str], rank: int, world: int, slot: int, slots:
     return order, filters
 
 
+def _describe(err: BaseException) -> str:
+    """``Type: message`` of an error, without what webdataset appends to its args (the stream, the url)."""
+    message = str(err.args[0]) if err.args else str(err)
+    return f"{type(err).__name__}: {message.split(' @ <')[0]}"
+
+
+class _StreamBroken(Exception):
+    """Reading a shard's bytes failed part-way (connection reset, timeout): the shard is opened again."""
+
+    def __init__(self, err: BaseException):
+        super().__init__(str(err))
+        self.err = err
+
+
 def tar_samples(shards: Sequence[tuple[int, str]], on_error: Callable[[str, str], None],
-                filters: Sequence[SampleFilter] = ()) -> Iterator[dict]:
-    """Webdataset samples of ``shards`` = [(canonical index, path)] in the given order, keeping those
-    that pass ``filters`` (see :func:`assign_shards`). A shard that cannot be opened or read is
-    reported to ``on_error(reason, detail)`` once and skipped; samples read before the error are kept."""
+                filters: Sequence[SampleFilter] = (), policy: IOPolicy = IOPolicy()) -> Iterator[dict]:
+    """Webdataset samples of ``shards`` = [(canonical index, path or URL)] in the given order, keeping those
+    that pass ``filters`` (see :func:`assign_shards`).
+
+    A shard whose bytes stop coming (a transient I/O error: connection reset, timeout, 5xx) is opened
+    again after a backoff and read on past the samples already passed on, up to ``policy.retries`` times;
+    then, or when it cannot be opened at all, it is reported to ``on_error("unreadable_shard", detail)``
+    once and skipped. A tar that is corrupt is reported as ``corrupt_shard`` once and read on where
+    tarfile can. Samples read before an error are kept; a sample is never passed on half-read."""
     from webdataset.tariterators import group_by_keys, tar_file_expander
 
     for index, path in shards:
-        failed = []
+        passed = 0  # samples of this shard already read (before filtering): a reopened shard skips them
+        for attempt in range(policy.retries + 1):
+            last = attempt == policy.retries
+            failed = []
 
-        def handler(err: Exception, path=path, failed=failed) -> bool:
-            if not failed:  # a broken tar can raise again at the next header: count the shard once
-                on_error("corrupt_shard", f"{path}: {type(err).__name__}: {err}")
-            failed.append(err)
-            return True  # go on with the next member / shard
+            def handler(err: Exception, path=path, failed=failed) -> bool:
+                if isinstance(err, _StreamBroken):  # webdataset's outer level hands the inner raise back
+                    raise err
+                if is_transient_io(err):
+                    raise _StreamBroken(err)
+                if not failed:  # a broken tar can raise again at the next header: count the shard once
+                    on_error("corrupt_shard", f"{path}: {type(err).__name__}: {err}")
+                failed.append(err)
+                return True  # go on with the next member / shard
 
-        try:
-            stream = open(path, "rb")
-        except OSError as err:
-            on_error("unreadable_shard", f"{path}: {err}")
-            continue
-        with stream:
-            files = tar_file_expander([{"url": path, "stream": stream}], handler=handler)
-            for j, sample in enumerate(group_by_keys(files, handler=handler)):
-                if all((index + j) // div % mod == rem for div, mod, rem in filters):
-                    yield sample
+            try:
+                stream = open_stream(path, policy)
+            except Exception as err:  # noqa: BLE001 - any client's error: the shard cannot be opened
+                if last or not is_transient_io(err):
+                    on_error("unreadable_shard", f"{path}: {_describe(err)} ({attempt + 1} tries)")
+                    break
+                log.warning("shard %s: %s; opening it again (try %d of %d)", path, _describe(err), attempt + 2,
+                            policy.retries + 1)
+                time.sleep(policy.backoff_s * 2**attempt)
+                continue
+            try:
+                with stream:
+                    files = tar_file_expander([{"url": path, "stream": stream}], handler=handler)
+                    for j, sample in enumerate(group_by_keys(files, handler=handler)):
+                        if j < passed:
+                            continue
+                        passed += 1
+                        if all((index + j) // div % mod == rem for div, mod, rem in filters):
+                            yield sample
+                break
+            except _StreamBroken as broken:
+                err = broken.err
+            except Exception as err_:  # noqa: BLE001 - a pipe's command failed, a close that raised
+                err = err_
+                if not is_transient_io(err):
+                    on_error("unreadable_shard", f"{path}: {_describe(err)} after {passed} samples")
+                    break
+            if last:
+                on_error("unreadable_shard", f"{path}: {_describe(err)} after {passed} samples ({attempt + 1} tries)")
+                break
+            log.warning("shard %s: %s after %d samples; reading it again (try %d of %d)", path, _describe(err), passed,
+                        attempt + 2, policy.retries + 1)
+            time.sleep(policy.backoff_s * 2**attempt)
 
 
 def shuffle_buffer(samples: Iterator, size: int, rng: np.random.Generator) -> Iterator:
@@ -188,13 +236,13 @@ class _RawStream:
     """
 
     def __init__(self, paths: list[str], filters: list[SampleFilter], kind: str, seed: int, rank: int, slot: int,
-                 buffer: int, start: tuple[int, int], counter: SkipCounter):
+                 buffer: int, start: tuple[int, int], counter: SkipCounter, policy: IOPolicy = IOPolicy()):
         if not paths:
             raise RuntimeError(f"no {kind} shards for rank {rank}, worker slot {slot}")
         self.paths, self.filters, self.kind, self.seed = paths, filters, kind, seed
         self.rank, self.slot, self.buffer = rank, slot, buffer
         self.epoch, self.consumed = int(start[0]), int(start[1])
-        self.counter = counter
+        self.counter, self.policy = counter, policy
         self.used = 0  # samples of the current epoch that made it into a batch
         self._muted = False
         self._it: Optional[Iterator] = None
@@ -210,7 +258,7 @@ class _RawStream:
     def _open_epoch(self) -> None:
         tag = _TAGS[self.kind]
         order = np.random.default_rng([self.seed, _ORDER, tag, self.epoch]).permutation(len(self.paths))
-        raw = tar_samples([(int(i), self.paths[i]) for i in order], self._on_error, self.filters)
+        raw = tar_samples([(int(i), self.paths[i]) for i in order], self._on_error, self.filters, self.policy)
         rng = np.random.default_rng([self.seed, _SHUFFLE, tag, self.epoch, self.rank, self.slot])
         self._it = shuffle_buffer(raw, self.buffer, rng)
         self._fresh = self.consumed == 0
@@ -336,7 +384,8 @@ class _TrainDataset(IterableDataset):
                 paths, filters = assign_shards(self.shards[kind], self.rank, self.world, roles.index(role), len(roles),
                                                cfg.seed, _TAGS[kind])
                 streams[kind] = _RawStream(paths, filters, kind, cfg.seed, self.rank, roles.index(role),
-                                           cfg.data.shuffle_buffer, self.roles[role][kind], counter)
+                                           cfg.data.shuffle_buffer, self.roles[role][kind], counter,
+                                           IOPolicy.from_config(cfg.data))
         while True:
             kind = mix_kind(g, self.kinds, cfg.data.mix, cfg.data.caption_ratio, cfg.seed)
             stream = streams[kind]
@@ -534,7 +583,8 @@ def build_train_loader(cfg, info, tokenizer) -> TrainLoader:
         from tvts.data.stream import StreamLoader
 
         return StreamLoader(cfg, info, tokenizer)
-    shards = {"transcripts": resolve_shards(cfg.data.train), "captions": resolve_shards(cfg.data.captions)}
+    policy = IOPolicy.from_config(cfg.data)
+    shards = {"transcripts": resolve_shards(cfg.data.train, policy), "captions": resolve_shards(cfg.data.captions, policy)}
     return TrainLoader(cfg, info, tokenizer, shards)
 
 
@@ -577,7 +627,7 @@ class _EvalDataset(IterableDataset):
         for kind, all_paths in self.groups:
             paths, filters = assign_shards(all_paths, self.rank, self.world, slot, slots, None, _TAGS[kind])
             samples = []
-            for raw in tar_samples(list(enumerate(paths)), counter.add, filters):
+            for raw in tar_samples(list(enumerate(paths)), counter.add, filters, IOPolicy.from_config(self.cfg.data)):
                 try:
                     samples.append(transform(raw, kind, None))
                 except SkipSample as err:
@@ -634,6 +684,7 @@ def build_eval_loader(cfg, info, tokenizer, specs: Sequence[str]) -> EvalLoader:
     sort accuracy: same batch layout as :func:`build_train_loader`. Each spec's kind comes from its
     index.json (transcripts when it has none)."""
     groups: dict[str, list[str]] = {}
+    policy = IOPolicy.from_config(cfg.data)
     for spec in specs:
-        groups.setdefault(spec_kind(spec) or "transcripts", []).extend(list_shard_paths(spec))
+        groups.setdefault(spec_kind(spec, policy) or "transcripts", []).extend(list_shard_paths(spec, policy))
     return EvalLoader(cfg, info, tokenizer, [(k, groups[k]) for k in KINDS if groups.get(k)])

@@ -23,6 +23,7 @@ import tarfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
+from tvts.data import sources
 from tvts.errors import UserError
 
 INDEX_NAME = "index.json"
@@ -183,6 +184,11 @@ def load_index(directory: str | Path) -> dict:
         index = json.loads(text)
     except json.JSONDecodeError as err:
         raise ShardError(f"{path}: not valid JSON (line {err.lineno}: {err.msg})") from None
+    return check_index(index, str(path))
+
+
+def check_index(index: Any, path: str) -> dict:
+    """``index`` if it is a shard index, else a one-line :class:`ShardError` naming ``path``."""
     if not isinstance(index, dict) or not {"kind", "shards", "samples"} <= index.keys() or not isinstance(index["shards"], list):
         raise ShardError(f"{path}: not a shard index (expected the keys kind, shards, samples)")
     for n, shard in enumerate(index["shards"]):
@@ -191,15 +197,47 @@ def load_index(directory: str | Path) -> dict:
     return index
 
 
-def list_shards(spec: str | Path) -> list[tuple[str, Optional[int]]]:
-    """The tar shards named by ``spec``, as ``(path, samples)`` in a stable order.
+def remote_index(prefix: str, policy: sources.IOPolicy = sources.IOPolicy()) -> Optional[dict]:
+    """The ``index.json`` under a URL prefix, None when there is none (it is optional for remote sets)."""
+    url = sources.join(prefix, INDEX_NAME)
+    index = sources.read_json(url, policy)
+    return None if index is None else check_index(index, url)
+
+
+def index_of(spec: str, policy: sources.IOPolicy = sources.IOPolicy()) -> Optional[dict]:
+    """The ``index.json`` of the set that ``spec`` names (a directory or URL prefix, or the folder of a
+    pattern / shard), None when there is none."""
+    if sources.is_pipe(spec):
+        return None
+    if sources.is_local(spec):
+        spec = sources.local_path(spec)
+        directory = spec if os.path.isdir(spec) else os.path.dirname(spec)
+        try:
+            return load_index(directory)
+        except ShardError:
+            return None
+    prefix = spec if _is_prefix(spec) else sources.parent(spec)
+    return remote_index(prefix, policy)
+
+
+def _is_prefix(spec: str) -> bool:
+    """A URL naming a shard set (its prefix), not shards: no pattern, not a .tar."""
+    return not spec.endswith(".tar") and "{" not in spec and not any(c in spec for c in "*?[")
+
+
+def list_shards(spec: str | Path, policy: sources.IOPolicy = sources.IOPolicy()) -> list[tuple[str, Optional[int]]]:
+    """The tar shards named by ``spec``, as ``(path or URL, samples)`` in a stable order.
 
     ``spec`` is a shard-set directory (read through its ``index.json``), a brace pattern
-    (``dir/shard-{000000..000003}.tar``), a glob (``dir/shard-*.tar``) or one tar file. ``samples``
-    comes from the ``index.json`` beside the shards when there is one, else None. Raises
-    :class:`ShardError` (one line) when nothing matches or a named shard is missing.
+    (``dir/shard-{000000..000003}.tar``), a glob (``dir/shard-*.tar``) or one tar file; each of them
+    may also be a URL (see :func:`_list_remote`). ``samples`` comes from the ``index.json`` beside the
+    shards when there is one, else None. Raises :class:`ShardError` (one line) when nothing matches or a
+    named local shard is missing.
     """
     spec = str(spec)
+    if not sources.is_local(spec):
+        return _list_remote(spec, policy)
+    spec = sources.local_path(spec)
     if os.path.isdir(spec):
         index = load_index(spec)
         out = []
@@ -234,4 +272,48 @@ def list_shards(spec: str | Path) -> list[tuple[str, Optional[int]]]:
             except ShardError:
                 counts[directory] = {}
         out.append((path, counts[directory].get(os.path.basename(path))))
+    return out
+
+
+def _list_remote(spec: str, policy: sources.IOPolicy) -> list[tuple[str, Optional[int]]]:
+    """Shards of a URL or ``pipe:`` spec, without listing a bucket where the spec names its shards.
+
+    * ``pipe:COMMAND`` with a brace pattern: one command per expansion (webdataset's convention, e.g.
+      ``pipe:aws s3 cp s3://b/shard-{000000..000009}.tar -``); no counts.
+    * a URL brace pattern: its expansion, counts from the ``index.json`` under the shards' prefix if any;
+    * a URL glob (``s3://b/sets/shard-*.tar``): the store's listing (fsspec ``glob``);
+    * a URL prefix (``https://host/shards``): its ``index.json``, required (HTTP has no listing);
+    * a URL ending in ``.tar``: that shard.
+    A remote shard that turns out to be missing is skipped and counted when it is read.
+    """
+    import braceexpand
+
+    if sources.is_pipe(spec):
+        return [(command, None) for command in braceexpand.braceexpand(spec)]
+    sources.filesystem(spec, policy)  # an unknown protocol or a missing client package: one line naming spec
+    if "{" in spec:
+        urls = list(braceexpand.braceexpand(spec))
+    elif any(c in spec for c in "*?["):
+        fs, path = sources.filesystem(spec, policy)
+        name = sources.protocol(spec)
+        found = sorted(sources.with_retries(spec, lambda: fs.glob(path), policy))
+        urls = [u if "://" in u else f"{name}://{u}" for u in found]
+        if not urls:
+            raise ShardError(f"{spec}: no shard matches this pattern")
+    elif spec.endswith(".tar"):
+        urls = [spec]
+    else:
+        index = remote_index(spec, policy)
+        if index is None:
+            raise ShardError(f"{sources.join(spec, INDEX_NAME)}: not found; a remote shard set is read through its "
+                             f"index.json, or name its shards with a brace pattern ({spec.rstrip('/')}/shard-{{000000..000009}}.tar)")
+        return [(sources.join(spec, shard["name"]), shard["samples"]) for shard in index["shards"]]
+    counts: dict[str, dict[str, int]] = {}
+    out = []
+    for url in urls:
+        prefix = sources.parent(url)
+        if prefix not in counts:
+            index = remote_index(prefix, policy)
+            counts[prefix] = {s["name"]: s["samples"] for s in index["shards"]} if index else {}
+        out.append((url, counts[prefix].get(url.rsplit("/", 1)[-1])))
     return out

@@ -278,6 +278,9 @@ class Trainer:
             "skipped": sum(w["skipped"] for w in window),
             "nonfinite_total": float(self.nonfinite_total),
             "data_skipped": float(sum(getattr(self.loader, "skipped", {}).values())),
+            # shards that could not be read (after retries) or were corrupt, so far; the log names each
+            "data/shard_errors": float(sum(n for reason, n in getattr(self.loader, "skipped", {}).items()
+                                           if reason in ("unreadable_shard", "corrupt_shard"))),
         }
         stats.update({f"lr/{name}": lr for name, lr in self.strategy.lrs().items()})
         self.metrics.log(self.step, stats)
