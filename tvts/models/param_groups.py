@@ -27,9 +27,14 @@ def _no_decay_ids(model: nn.Module) -> set[int]:
 def param_groups(model: nn.Module, optim_cfg, compat: bool = False) -> list[dict]:
     """Groups for ``torch.optim.AdamW``: dicts with ``params``, ``lr``, ``weight_decay`` and ``name``.
 
-    The model must provide ``new_modules()`` and (for v2) a ``video.temporal_embed`` parameter.
-    Parameters with ``requires_grad=False`` (frozen) are left out. Empty groups are dropped.
+    The model must provide ``new_modules()`` and (for v2) a ``video.temporal_embed`` parameter, or its own
+    ``optimizer_groups(optim_cfg)`` returning such groups (e.g. a fine-tuning classifier's layer-wise lr
+    decay), which is then used as it is. Parameters with ``requires_grad=False`` (frozen) are left out.
+    Empty groups are dropped.
     """
+    own = getattr(model, "optimizer_groups", None)
+    if callable(own):
+        return own(optim_cfg)
     no_decay = _no_decay_ids(model)
     new = set()
     if optim_cfg.groups == "degeneration_free":
