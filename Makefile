@@ -47,7 +47,7 @@ scaling-smoke: install
 # Scale on one box: TVTSv2 ViT-H/14 (1.2 B parameters) on 2 CPU ranks of a 24 GiB machine, 4 frames at
 # 112 px, 1 clip per rank, 3 optimizer steps. ddp is refused up front by the memory model; zero3 and fsdp
 # train; then the table of measured vs predicted per-rank memory (docs/benchmarks.md, "Scale on one box").
-SCALE_ARGS = --config configs/tvtsv2_vit_h14.yaml sample.frames_per_window=1 sample.caption_frames=4 \
+SCALE_ARGS = --config configs/tvtsv2_vit_h14.yaml model.init=none sample.frames_per_window=1 sample.caption_frames=4 \
 	sample.image_size=112 train.micro_batch=1 train.steps=3 train.log_every=1 train.threads=1 \
 	data.num_workers=0 data.train=[data/scale/shards] data.resize_short=128
 # glibc: blocks of 4 MiB and more (parameter, gradient and state tensors) are mmap-ed, so memory freed

@@ -129,6 +129,12 @@ class ModelConfig:
     vtc_weight: float = _f(1.0, 0.0, 100.0)
     # Reproduce the official code's quirks: temporal_embedding trains in the pretrained (1e-7) group.
     compat: bool = False
+    # Weights at step 0 (tvts/models/init.py): a file in our layout (launch/convert.py or launch/export.py
+    # output), or a released file in init_format (openai-clip, openclip, mae, tvtsv2, tvts-v1), converted at
+    # start; "none": from scratch on purpose; "": no init. A checkpoint to resume from always wins.
+    init: str = ""
+    init_format: str = ""
+    init_allow_missing: List[str] = _f([])  # fnmatch patterns of model keys the file may lack, e.g. "text.*"
 
 
 # ----------------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ def _build(rank, world, overrides, strategy_name, precision, pretrained=None):
                                                "train.micro_batch=2"])
     with memory.init_context(cfg, world):
         model = TVTSModel(cfg, pretrained_text=False)
-    return cfg, build_strategy(cfg, model, DistInfo(rank, world, rank, world), 3, pretrained=pretrained)
+    return cfg, build_strategy(cfg, model, DistInfo(rank, world, rank, world), 3, init=pretrained)
 
 
 def _full_length_transcript(text: dict) -> None:

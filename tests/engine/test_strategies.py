@@ -54,6 +54,7 @@ ACCUM = ACCUM_REF + ("train.grad_accum=2", "train.micro_batch=1")
 RESUMED = ("fsdp", "zero2", "zero3")
 LOW_PRECISION = (("fsdp", "bf16"), ("zero3", "bf16"), ("fsdp", "fp16"))  # DeepSpeed has no fp16 on CPU
 SKIPPED = ("fsdp", "zero2", "zero3")
+INIT = ("ddp", "fsdp", "zero2", "zero3")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -102,14 +103,16 @@ def rank_world() -> tuple[int, int]:
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
 
 
-def build(overrides, strategy: str, init_seed: int = 0):
+def build(overrides, strategy: str, init_seed: int = 0, init: str | None = None):
+    from tvts.engine import memory
     from tvts.models.model import TVTSModel
 
     cfg = config.load(None, list(overrides) + [f"train.strategy={strategy}"])
     rank, world = rank_world()
     torch.manual_seed(init_seed + rank)  # ranks build different weights: the strategy must start them equal
-    model = TVTSModel(cfg, pretrained_text=False)
-    return cfg, build_strategy(cfg, model, DistInfo(rank, world, rank, world), STEPS)
+    with memory.init_context(cfg, world) if init else contextlib.nullcontext():  # as the trainer builds
+        model = TVTSModel(cfg, pretrained_text=False)
+    return cfg, build_strategy(cfg, model, DistInfo(rank, world, rank, world), STEPS, init)
 
 
 def train(strategy, cfg, global_batches: list[dict], pending: dict | None = None) -> dict:
@@ -149,7 +152,7 @@ def train(strategy, cfg, global_batches: list[dict], pending: dict | None = None
 
 def portable(state):
     """Tensors cannot leave a spawned rank through its result queue once the rank has exited: numpy."""
-    return None if state is None else {k: v.numpy() for k, v in state.items()}
+    return None if state is None else {k: v.numpy().copy() for k, v in state.items()}  # not a view of live weights
 
 
 def tensors(state):
@@ -157,11 +160,11 @@ def tensors(state):
 
 
 def run(strategy_name: str, overrides, *, checkpoint: Path | None = None, resume_from: Path | None = None,
-        repeat_first_half: bool = False, pending: bool = False) -> dict:
+        repeat_first_half: bool = False, pending: bool = False, init: str | None = None) -> dict:
     """Train STEPS steps; with ``checkpoint``, save after step 2 and also rerun step 3 from that checkpoint
     in a freshly built (differently initialised) strategy. With ``resume_from``, only load and run the
-    last step. Exports (rank 0) are numpy dicts."""
-    cfg, strategy = build(overrides, strategy_name)
+    last step. ``init``: a safetensors file of initial weights (model.init). Exports (rank 0) are numpy dicts."""
+    cfg, strategy = build(overrides, strategy_name, init=init)
     data = batches(cfg, repeat_first_half)
     if resume_from is not None:
         strategy.load(resume_from)
@@ -205,6 +208,8 @@ def _two_ranks(rank, world, root):
         out[f"frozen-text-{name}"] = go(name, FROZEN_TEXT, repeat_first_half=True)
     for name in ("ddp", "zero2"):
         out[f"accum-{name}"] = go(name, ACCUM)
+    for name in INIT:  # model.init under each layout: read once (ddp), streamed into shards (fsdp, zero)
+        out[f"init-{name}"] = go(name, TINY, init=str(root / "init.safetensors"))
     for name in SKIPPED:
         out[f"skip-{name}"] = go(name, ACCUM, pending=True)
     for name, precision in LOW_PRECISION:
@@ -228,6 +233,7 @@ def own_process_group():
 def runs(tmp_path_factory):
     """Every 2-rank run, plus FSDP on one rank (in this process) writing before and reading after them."""
     root = tmp_path_factory.mktemp("strategies")
+    write_init(root / "init.safetensors")
     # ZeRO-3 keeps parameters under 1e5 elements whole on every rank: all of the tiny model's. Without that
     # threshold it partitions them all, as it does a real model's big ones, which must then be gathered
     # even where TVTSModel reads the video encoder's weights without calling the encoder
@@ -243,10 +249,21 @@ def runs(tmp_path_factory):
     return out
 
 
+def write_init(path: Path) -> None:
+    """Initial weights for TINY (another seed than any run's own init), as launch/export.py / convert.py write them."""
+    from safetensors.torch import save_file
+
+    from tvts.models.model import TVTSModel
+
+    torch.manual_seed(1234)
+    model = TVTSModel(config.load(None, list(TINY)), pretrained_text=False)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+
+
 @functools.lru_cache(maxsize=None)
-def single(overrides, repeat_first_half: bool = False, pending: bool = False) -> dict:
+def single(overrides, repeat_first_half: bool = False, pending: bool = False, init: str | None = None) -> dict:
     """The reference: one process (no process group), whole global batches."""
-    cfg, strategy = build(overrides, "single")
+    cfg, strategy = build(overrides, "single", init=init)
     init = portable(strategy.export_state_dict())
     out = train(strategy, cfg, batches(cfg, repeat_first_half), pending=make_batch(cfg, CLIPS, 99) if pending else None)
     return {**out, "init": init, "final": portable(strategy.export_state_dict())}
@@ -428,3 +445,22 @@ def test_offline_export_equals_the_live_model(runs, name):
         assert numpy.array_equal(offline[key], value), key
     parts = split_parts({k: torch.from_numpy(v) for k, v in offline.items()})
     assert "patch_embed" in parts["video"] and any(k.startswith("sorter.") for k in parts["heads"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ("single",) + INIT)
+def test_model_init_loads_the_file_bitwise_and_steps_alike(runs, name):
+    """After model.init every parameter and buffer equals the file (gathered from the shards), bitwise;
+    the first step's loss agrees with single's from the same file to 1e-6."""
+    from safetensors.torch import load_file
+
+    path = str(runs["root"] / "init.safetensors")
+    got = single(TINY, init=path) if name == "single" else runs[f"init-{name}"]
+    want = load_file(path)
+    init = tensors(got["init"])
+    assert set(init) <= set(want) and len(init) > 20
+    for key, value in init.items():
+        assert torch.equal(value, want[key].float()), key
+    reference = single(TINY, init=path)
+    assert abs(got["loss"][0] - reference["loss"][0]) <= 1e-6 * abs(reference["loss"][0])
+    assert got["loss"][0] != single(TINY)["loss"][0]  # the init made a difference

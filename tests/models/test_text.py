@@ -253,9 +253,39 @@ def test_hf_bad_path_is_one_line(tmp_path):
     cfg = _cfg("model.text.kind=hf", f"model.text.path={tmp_path}")
     with pytest.raises(ConfigError) as err:
         build_text_encoder(cfg, pretrained=False)
-    assert str(err.value) == (f"model.text.path: {tmp_path} is not a directory holding a Hugging Face model "
-                              "(config.json); point it at a local model directory or use 'minilm'")
+    assert str(err.value) == (f"model.text.path: {tmp_path} is neither a directory holding a Hugging Face model "
+                              f"(config.json) nor a model id in the local Hugging Face cache; point it at a model "
+                              f"directory, use 'minilm', or fetch it once where there is network: huggingface-cli "
+                              f"download {tmp_path}")
     with pytest.raises(ConfigError, match="model.text.path"):
         build_tokenizer(cfg)
     with pytest.raises(ConfigError, match="model.text.frozen_layers"):
         build_text_encoder(_cfg("model.text.frozen_layers=2"), pretrained=False)
+
+
+def test_hf_model_id_from_the_local_cache(tmp_path, monkeypatch):
+    """model.text.path may be a Hugging Face id (what a recipe names, e.g. distilbert-base-uncased) when the
+    model is in the local cache: found offline, no network; an id not cached is one line."""
+    import shutil
+    from pathlib import Path
+
+    import huggingface_hub.constants
+    from transformers import BertConfig, BertModel
+
+    from tvts.models.text import resolve_hf_path
+
+    snapshot = tmp_path / "models--someorg--tiny-bert" / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    (tmp_path / "models--someorg--tiny-bert" / "refs").mkdir()
+    (tmp_path / "models--someorg--tiny-bert" / "refs" / "main").write_text("0123abcd")
+    BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=64)).save_pretrained(snapshot)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+        shutil.copy(Path(resolve_hf_path("minilm")) / name, snapshot / name)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    cfg = _cfg("model.text.kind=hf", "model.text.path=someorg/tiny-bert", "model.text.max_length=16")
+    encoder = build_text_encoder(cfg)
+    assert encoder.path == str(snapshot) and encoder.output_dim == 32
+    assert encoder(build_tokenizer(cfg)(["a man is cooking"])).shape == (1, 32)
+    with pytest.raises(ConfigError, match=r"^model.text.path: someorg/absent is neither .* huggingface-cli download someorg/absent$"):
+        build_text_encoder(_cfg("model.text.kind=hf", "model.text.path=someorg/absent"))

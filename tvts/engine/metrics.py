@@ -85,6 +85,11 @@ class MetricLogger:
                 self.writer.add_scalar(key.replace(".", "/"), value, step)
         self._console(step, values)
 
+    def record(self, step: int, values: dict) -> None:
+        """One ``metrics.jsonl`` object that is not a series (what a run started from): no console, no tensorboard."""
+        if self.enabled:
+            self.file.write(json.dumps({"step": step, **values}) + "\n")
+
     def _console(self, step: int, v: dict) -> None:
         if "val/loss" in v:
             acc = ""

@@ -85,6 +85,8 @@ class FSDPStrategy(Strategy):
     steps (cache hits), where per-block all-gathers would wait forever for the ranks that skipped.
     """
 
+    init_before_parallelize = False  # streamed into the shards
+
     name = "fsdp"
 
     def parallelize(self) -> None:
@@ -246,37 +248,44 @@ def init_zero3_partitions(model: nn.Module) -> None:
 
 
 @torch.no_grad()
-def stream_pretrained(model: nn.Module, path: str | Path) -> list[str]:
-    """Copy a safetensors file in our layout (``launch/convert.py`` output) into ``model`` without any rank
-    reading or holding all of it: the file is memory-mapped and each parameter takes only what this rank
-    keeps, its rows of an FSDP2 DTensor (dim-0 shards); under ZeRO-3 one parameter at a time is gathered,
-    written by rank 0 and partitioned again; whole tensors elsewhere. Called between ``parallelize`` and the
-    optimizer (DeepSpeed takes its fp32 masters from the parameters). Returns the names loaded; the other
-    parameters keep their init."""
-    from safetensors import safe_open
+def stream_pretrained(model: nn.Module, source) -> list[str]:
+    """Copy initial weights in our layout (a :class:`tvts.models.init.TensorSource`, or the path of a
+    safetensors file) into ``model`` without any rank reading or holding all of them: each parameter takes
+    only what this rank keeps, its rows of an FSDP2 DTensor (dim-0 shards); under ZeRO-3 one parameter at a
+    time is gathered, written by rank 0 and partitioned again; whole tensors elsewhere (and for buffers).
+    Called between ``parallelize`` and the optimizer (DeepSpeed takes its fp32 masters from the parameters).
+    Returns the names loaded; the other tensors keep their init."""
     from torch.distributed.tensor import DTensor
     from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
 
-    loaded = []
-    with safe_open(str(path), framework="pt") as f:
-        keys = set(f.keys())
-        for name, param in model.named_parameters():
-            key = unwrapped_name(name)
-            if key not in keys:
-                continue
-            if isinstance(param, DTensor):
-                shape, offset = compute_local_shape_and_global_offset(param.shape, param.device_mesh, param.placements)
-                local = param.to_local()
-                if local.numel():
-                    local.copy_(f.get_slice(key)[offset[0]:offset[0] + shape[0]])
-            elif hasattr(param, "ds_id"):
-                import deepspeed
+    from tvts.models.init import SafetensorsSource, TensorSource
 
-                with deepspeed.zero.GatheredParameters([param], modifier_rank=0):
-                    if dist.get_rank() == 0:
-                        param.data.copy_(f.get_tensor(key))
-            else:
-                param.data.copy_(f.get_tensor(key))
+    if not isinstance(source, TensorSource):
+        source = SafetensorsSource(source)
+    keys = source.keys()
+    loaded = []
+    for name, param in model.named_parameters():
+        key = unwrapped_name(name)
+        if key not in keys:
+            continue
+        if isinstance(param, DTensor):
+            shape, offset = compute_local_shape_and_global_offset(param.shape, param.device_mesh, param.placements)
+            local = param.to_local()
+            if local.numel():
+                local.copy_(source.rows(key, offset[0], offset[0] + shape[0]))
+        elif hasattr(param, "ds_id"):
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters([param], modifier_rank=0):
+                if dist.get_rank() == 0:
+                    param.data.copy_(source.tensor(key))
+        else:
+            param.data.copy_(source.tensor(key))
+        loaded.append(key)
+    for name, buffer in model.named_buffers():
+        key = unwrapped_name(name)
+        if key in keys:
+            buffer.copy_(source.tensor(key))
             loaded.append(key)
     return loaded
 
@@ -402,10 +411,11 @@ class ZeroStrategy(Strategy):
     """
 
     stage: int  # set by the registered subclasses zero1, zero2, zero3
+    init_before_parallelize = False  # zero3: one gathered parameter at a time
 
-    def __init__(self, cfg, model: nn.Module, info: DistInfo, total_steps: int, pretrained: Optional[str] = None):
+    def __init__(self, cfg, model: nn.Module, info: DistInfo, total_steps: int, init=None):
         self.pending = 0  # backward calls since the last step
-        super().__init__(cfg, model, info, total_steps, pretrained)
+        super().__init__(cfg, model, info, total_steps, init)
 
     def parallelize(self) -> None:
         ensure_process_group(self.info)

@@ -66,19 +66,28 @@ class Strategy:
     """``single``: one process, no process group. Subclasses override ``parallelize`` and the state I/O."""
 
     name = "single"
+    init_before_parallelize = True  # see __init__
 
-    def __init__(self, cfg, model: nn.Module, info: DistInfo, total_steps: int, pretrained: Optional[str] = None):
+    def __init__(self, cfg, model: nn.Module, info: DistInfo, total_steps: int, init=None):
         self.cfg = cfg
         self.info = info
         self.device = info.device
         self.dtype = PRECISION[cfg.train.precision]
         self.module = model  # the unwrapped model (attribute access, export)
         self.total_steps = total_steps
+        # initial weights (a tvts.models.init.TensorSource or a safetensors path), before the optimizer
+        # copies anything: whole into the unwrapped model (ddp: rank 0 only, then DDP's construction
+        # broadcasts rank 0's parameters and buffers, so the file is read once), or streamed into the
+        # shards after parallelize (fsdp, zero1-3)
+        if init is not None and self.init_before_parallelize and info.rank == 0:
+            from tvts.models.init import SafetensorsSource, TensorSource, copy_into
+
+            copy_into(self.module, init if isinstance(init, TensorSource) else SafetensorsSource(init))
         self.parallelize()
-        if pretrained:  # into the shards, before the optimizer copies anything
+        if init is not None and not self.init_before_parallelize:
             from tvts.engine.sharded import stream_pretrained
 
-            stream_pretrained(self.module, pretrained)
+            stream_pretrained(self.module, init)
         self.build_optimizer()
 
     # -- setup --------------------------------------------------------------------------------------
@@ -211,9 +220,10 @@ class DDPStrategy(Strategy):
 STRATEGIES: dict[str, type[Strategy]] = {"single": Strategy, "ddp": DDPStrategy}
 
 
-def build_strategy(cfg, model: nn.Module, info: DistInfo, total_steps: int, pretrained: Optional[str] = None) -> Strategy:
+def build_strategy(cfg, model: nn.Module, info: DistInfo, total_steps: int, init=None) -> Strategy:
     """The strategy of ``cfg.train.strategy`` around ``model`` (parallelised, with its optimizer);
-    ``pretrained``: a safetensors file in our layout streamed into the (sharded) parameters first."""
+    ``init``: initial weights in our layout (a :class:`tvts.models.init.TensorSource` or a safetensors path),
+    loaded before the optimizer is built."""
     name = cfg.train.strategy
     if name == "ddp" and info.world_size == 1:
         name = "single"  # DDP over one process is single, minus the wrapper
@@ -222,7 +232,7 @@ def build_strategy(cfg, model: nn.Module, info: DistInfo, total_steps: int, pret
     if name == "single" and info.world_size > 1:
         raise ConfigError(f"train.strategy: single runs one process but the launcher started {info.world_size}; "
                           f"use ddp, fsdp or zero1-3")
-    return STRATEGIES[name](cfg, model, info, total_steps, pretrained)
+    return STRATEGIES[name](cfg, model, info, total_steps, init)
 
 
 def _register_sharded() -> None:

