@@ -30,7 +30,9 @@ setup(
     install_requires=requirements("common.txt"),
     extras_require={
         "dev": ["pytest==9.2.0"],
+        # GPU machines keep their preinstalled torch / triton; DALI built for their CUDA 13
         "gpu": ["nvidia-dali-cuda130==2.4.0"],
+        "flash": ["flash-attn"],  # optional attention backend (source build against the machine's torch)
         # shards in object storage (tvts/data/sources.py); each pins the fsspec of its own release
         "s3": ["s3fs"],
         "gcs": ["gcsfs"],

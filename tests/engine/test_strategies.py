@@ -55,6 +55,7 @@ RESUMED = ("fsdp", "zero2", "zero3")
 LOW_PRECISION = (("fsdp", "bf16"), ("zero3", "bf16"), ("fsdp", "fp16"))  # DeepSpeed has no fp16 on CPU
 SKIPPED = ("fsdp", "zero2", "zero3")
 INIT = ("ddp", "fsdp", "zero2", "zero3")
+CAPTIONS = TINY + ("data.captions=[captions]",)  # alternate transcript and caption (VTC-only) steps
 
 
 # ----------------------------------------------------------------------------------------------
@@ -81,15 +82,27 @@ def make_batch(cfg, clips: int, seed: int) -> dict:
 
 
 def clip_rows(batch: dict, start: int, stop: int, k: int) -> dict:
-    """Clips [start, stop) of a batch; their transcripts are rows start*k .. stop*k."""
-    return {"video": batch["video"][start:stop], "text": {n: t[start * k:stop * k] for n, t in batch["text"].items()},
-            "labels": batch["labels"][start:stop], "keep_indices": batch["keep_indices"][start:stop]}
+    """Clips [start, stop) of a batch; their transcripts are rows start*k .. stop*k (one caption per clip
+    in a caption batch, which has no labels)."""
+    k = k if "labels" in batch else 1
+    rows = {"video": batch["video"][start:stop], "text": {n: t[start * k:stop * k] for n, t in batch["text"].items()}}
+    rows.update({key: batch[key][start:stop] for key in ("labels", "keep_indices") if key in batch})
+    return rows
+
+
+def as_caption_batch(batch: dict, cfg) -> dict:
+    """A caption (VTC-only) batch from a transcript batch: caption_frames frames, each clip's first
+    transcript as its caption, no labels, no mask."""
+    k = cfg.sample.num_windows
+    return {"video": batch["video"][:, :cfg.sample.caption_frames], "text": {n: t[::k] for n, t in batch["text"].items()}}
 
 
 def batches(cfg, repeat_first_half: bool = False) -> list[dict]:
     """STEPS global batches. ``repeat_first_half``: batch 1 repeats batch 0's first half (rank 0's clips),
     so with a transcript cache rank 0 hits on every row at step 1 while rank 1 misses."""
     out = [make_batch(cfg, CLIPS, 100 + i) for i in range(STEPS)]
+    if cfg.data.captions:  # alternate with caption steps, as data.mix=alternate does
+        out = [as_caption_batch(b, cfg) if i % 2 else b for i, b in enumerate(out)]
     if repeat_first_half:
         half, k = CLIPS // 2, cfg.sample.num_windows
         for key in ("video", "labels", "keep_indices"):
@@ -208,6 +221,8 @@ def _two_ranks(rank, world, root):
         out[f"frozen-text-{name}"] = go(name, FROZEN_TEXT, repeat_first_half=True)
     for name in ("ddp", "zero2"):
         out[f"accum-{name}"] = go(name, ACCUM)
+    for name in ("ddp", "fsdp", "zero3"):
+        out[f"captions-{name}"] = go(name, CAPTIONS)
     for name in INIT:  # model.init under each layout: read once (ddp), streamed into shards (fsdp, zero)
         out[f"init-{name}"] = go(name, TINY, init=str(root / "init.safetensors"))
     for name in SKIPPED:
@@ -406,6 +421,14 @@ def test_deepspeed_config_from_ours(tmp_path):
     assert ds["zero_optimization"] == {"stage": 3, "overlap_comm": False} and ds["gradient_clipping"] == 2.0
 
 
+def test_deepspeed_overlaps_communication_on_gpus(monkeypatch):
+    from tvts.engine.sharded import deepspeed_config
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    ds = deepspeed_config(config.load(None, list(TINY)), stage=2, world_size=8)
+    assert ds["zero_optimization"] == {"stage": 2, "overlap_comm": True, "contiguous_gradients": True}
+
+
 @pytest.mark.parametrize("user, key", [({"zero_optimization": {"stage": 1}}, "zero_optimization.stage"),
                                        ({"train_micro_batch_size_per_gpu": 8}, "train_micro_batch_size_per_gpu"),
                                        ({"optimizer": {"type": "Adam"}}, "'optimizer'"),
@@ -464,3 +487,14 @@ def test_model_init_loads_the_file_bitwise_and_steps_alike(runs, name):
     reference = single(TINY, init=path)
     assert abs(got["loss"][0] - reference["loss"][0]) <= 1e-6 * abs(reference["loss"][0])
     assert got["loss"][0] != single(TINY)["loss"][0]  # the init made a difference
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["ddp", "fsdp", "zero3"])
+def test_caption_steps_train_like_single_without_an_unused_parameter_search(runs, name):
+    """Caption steps leave the sorter out of the graph; the model gives it zero gradients instead, so DDP
+    runs without find_unused_parameters (it would stop at the second step otherwise), and every layout
+    trains like single."""
+    got, want = runs[f"captions-{name}"], single(CAPTIONS)
+    assert_same_steps(got, want)
+    assert_same_weights(got["final"], want["final"])

@@ -27,6 +27,16 @@ def test_vtc_equals_hand_computation():
     assert abs(vtc_loss(same, same, 0.05).item() - 2 * math.log(4)) < 1e-5
 
 
+def test_vtc_runs_in_fp32_under_bf16_autocast():
+    """Autocast would run the similarity matmul in bf16 (logits up to 1/0.05 = 20, steps of ~0.125)."""
+    g = torch.Generator().manual_seed(0)
+    video, text = torch.randn(8, 16, generator=g), torch.randn(8, 16, generator=g)
+    want = vtc_loss(video, text)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = vtc_loss(video, text)
+    assert got.dtype == torch.float32 and torch.equal(got, want)
+
+
 def test_sort_loss_and_accuracy():
     logits = torch.tensor([[[5.0, 0, 0], [0, 5.0, 0], [0, 0, 5.0]], [[0, 5.0, 0], [5.0, 0, 0], [5.0, 0, 0]]])
     labels = torch.tensor([[0, 1, 2], [1, 0, 2]])

@@ -61,13 +61,20 @@ def init(timeout_s: float = 600.0) -> DistInfo:
         return info
     if torch.cuda.is_available():
         torch.cuda.set_device(info.local_rank)
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    backend = backend_for(info.device.type)
     if not dist.is_initialized():
         if "MASTER_ADDR" not in os.environ:  # SLURM without torchrun: launch/slurm/ sets these
             raise RuntimeError("several ranks but MASTER_ADDR is not set: launch with torchrun, deepspeed or launch/slurm/")
         dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s),
                                 rank=info.rank, world_size=info.world_size)
     return DistInfo(info.rank, info.world_size, info.local_rank, info.local_world_size, info.node_rank, backend)
+
+
+def backend_for(device_type: str) -> str:
+    """The process-group backends: NCCL for CUDA tensors and always gloo for CPU ones, because the loop
+    reduces small CPU tensors (skip / stop decisions, metrics) every step, and a group without a CPU
+    backend raises "No backend type associated with device type cpu" at the first of them."""
+    return "cpu:gloo,cuda:nccl" if device_type == "cuda" else "gloo"
 
 
 def barrier() -> None:

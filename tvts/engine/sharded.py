@@ -38,7 +38,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from tvts.config import ConfigError
-from tvts.engine.distributed import DistInfo
+from tvts.engine.distributed import DistInfo, backend_for
 from tvts.engine.schedule import build_scheduler
 from tvts.engine.strategies import (STRATEGIES, Strategy, StepResult, apply_activation_checkpointing,
                                     apply_compile, transformer_blocks, unwrapped_name)
@@ -51,8 +51,7 @@ def ensure_process_group(info: DistInfo) -> None:
         return
     if info.world_size > 1:
         raise RuntimeError("several ranks but no process group: call tvts.engine.distributed.init() first")
-    backend = "nccl" if info.device.type == "cuda" else "gloo"
-    dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
+    dist.init_process_group(backend_for(info.device.type), store=dist.HashStore(), rank=0, world_size=1)
 
 
 def broadcast_from_rank0(module: nn.Module) -> None:
@@ -349,6 +348,9 @@ def deepspeed_config(cfg, stage: int, world_size: int) -> dict:
         "steps_per_print": 2**31 - 1,  # we log ourselves
         "wall_clock_breakdown": False,
     }
+    if torch.cuda.is_available():
+        # overlap the gradient reduction with backward on GPUs; buckets at DeepSpeed's defaults (5e8 elements)
+        generated["zero_optimization"].update(overlap_comm=True, contiguous_gradients=True)
     if not t.deepspeed_config:
         return generated
     path = Path(t.deepspeed_config).expanduser()

@@ -99,8 +99,14 @@ class Strategy:
 
     def build_optimizer(self) -> None:
         o = self.cfg.optim
+        # CUDA: the fused AdamW kernel (one launch for all parameters) and TF32 for the fp32 matmuls left
+        # outside autocast (the fp32 VTC logits, masters' updates)
+        cuda = self.device.type == "cuda"
+        if cuda:
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
         self.optimizer = torch.optim.AdamW(param_groups(self.module, o, self.cfg.model.compat),
-                                           lr=o.lr, betas=tuple(o.betas), eps=o.eps)
+                                           lr=o.lr, betas=tuple(o.betas), eps=o.eps, fused=True if cuda else None)
         self.scheduler = build_scheduler(self.optimizer, self.total_steps, o)
         # fp16 needs dynamic loss scaling (the official H/14 recipe ran fp16 without it: underflow risk)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.cfg.train.precision == "fp16")
@@ -208,10 +214,10 @@ class DDPStrategy(Strategy):
         apply_activation_checkpointing(self.module, self.cfg)
         apply_compile(self.module, self.cfg)
         ids = [self.device.index] if self.device.type == "cuda" else None
-        # the sorter gets no gradient on caption (VTC-only) steps
-        # gradients live in DDP's buckets (no second copy of them)
-        self.model = DDP(self.module, device_ids=ids, find_unused_parameters=bool(self.cfg.data.captions),
-                         gradient_as_bucket_view=True)
+        # caption (VTC-only) steps do not use the sorter: the model gives it zero gradients then
+        # (SortHead.forward(None)), so DDP reduces the same buckets every step without find_unused_parameters
+        # (a graph walk per step); gradients live in DDP's buckets (no second copy of them)
+        self.model = DDP(self.module, device_ids=ids, find_unused_parameters=False, gradient_as_bucket_view=True)
 
     def no_sync(self):
         return self.model.no_sync()

@@ -219,7 +219,7 @@ class Trainer:
         cfg = self.cfg
         start = time.perf_counter()
         data_wait = 0.0
-        totals: dict[str, float] = {}
+        totals: dict[str, torch.Tensor] = {}  # on the device: read once, after the optimizer step
         clips = 0
         skip = False
         accum = cfg.train.grad_accum
@@ -249,7 +249,7 @@ class Trainer:
                 value = getattr(out, key)
                 if value is not None:  # caption steps log their VTC loss as loss_vtc_captions
                     name = key if kind == "transcripts" or key == "loss" else f"{key}_{kind}"
-                    totals[name] = totals.get(name, 0.0) + float(value.detach()) / accum
+                    totals[name] = totals.get(name, 0.0) + value.detach().float() / accum
         if skip:
             self.strategy.skip_step()
             self.nonfinite_total += 1
@@ -274,6 +274,7 @@ class Trainer:
             self.nonfinite_total += 1
         else:
             self.nonfinite_in_row = 0
+        totals = dict(zip(totals, torch.stack(list(totals.values())).tolist())) if totals else {}  # one host sync
         return {**totals, "grad_norm": result.grad_norm, "skipped": float(result.skipped), "clips": clips,
                 "seconds": time.perf_counter() - start, "data_wait": data_wait}
 

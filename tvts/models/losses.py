@@ -42,11 +42,14 @@ def vtc_loss(video_embed: torch.Tensor, text_embed: torch.Tensor, temperature: f
     video_embed, text_embed: (B, E) local rows (row i of each is a positive pair). Computed in fp32.
     Returns a scalar: -mean(diag log_softmax(S/t, rows)) - mean(diag log_softmax(S/t, cols)).
     """
-    v = F.normalize(gather_with_grad(video_embed).float(), dim=-1, eps=1e-8)
-    t = F.normalize(gather_with_grad(text_embed).float(), dim=-1, eps=1e-8)
-    logits = t @ v.T / temperature  # official: text rows, video columns
-    target = torch.arange(logits.shape[0], device=logits.device)
-    return F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)
+    # outside autocast: under bf16 autocast the matmul would run in bf16 whatever its inputs, and logits of
+    # +-20 (cosines / 0.05) would be quantised to steps of ~0.125
+    with torch.autocast(video_embed.device.type, enabled=False):
+        v = F.normalize(gather_with_grad(video_embed).float(), dim=-1, eps=1e-8)
+        t = F.normalize(gather_with_grad(text_embed).float(), dim=-1, eps=1e-8)
+        logits = t @ v.T / temperature  # official: text rows, video columns
+        target = torch.arange(logits.shape[0], device=logits.device)
+        return F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)
 
 
 def sort_loss(sort_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

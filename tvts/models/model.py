@@ -39,6 +39,8 @@ class TVTSModel(nn.Module):
         self.num_windows = cfg.sample.num_windows
         self.sort_weight, self.vtc_weight = m.sort_weight, m.vtc_weight
         self.temperature = m.vtc.temperature
+        # with caption data every step's graph holds every trainable parameter (see SortHead.forward(None))
+        self.has_captions = bool(cfg.data.captions)
         self.sort_video_tokens = m.sort.video_tokens
         self.video = VideoEncoder(cfg)
         self.text = text_encoder if text_encoder is not None else build_text_encoder(cfg, pretrained=pretrained_text)
@@ -114,6 +116,8 @@ class TVTSModel(nn.Module):
         loss_vtc = vtc_loss(video_embed, text_embed, self.temperature)
         out = TVTSOutput(loss=self.vtc_weight * loss_vtc, loss_vtc=loss_vtc, video_embed=video_embed, text_embed=text_embed)
         if labels is None:
+            if self.has_captions:  # the sorter sits out caption steps: zero gradients for it, not none
+                out.loss = out.loss + self.sorter(None)
             return out
         if k != self.num_windows:
             raise ValueError(f"got {k} transcripts per clip but sample.num_windows = {self.num_windows}")

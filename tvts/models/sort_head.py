@@ -116,15 +116,30 @@ class SortHead(nn.Module):
                     # one running mean for every rank (sharded strategies keep no buffer broadcast)
                     dist.all_reduce(batch_mean)
                     batch_mean /= dist.get_world_size()
-                if not bool(self.transcript_mean_ready):
-                    self.transcript_mean.copy_(batch_mean)
-                    self.transcript_mean_ready.fill_(True)
-                else:
-                    self.transcript_mean.lerp_(batch_mean, self.center_momentum)
+                # on the device (no host sync): the first batch sets the mean (lerp with weight 1 is exactly
+                # batch_mean), later ones move it by center_momentum
+                weight = torch.where(self.transcript_mean_ready, self.center_momentum, 1.0).to(batch_mean.dtype)
+                self.transcript_mean.lerp_(batch_mean, weight)
+                self.transcript_mean_ready.fill_(True)
         return F.normalize(transcripts.float() - self.transcript_mean, dim=-1).to(transcripts.dtype)
 
-    def forward(self, video_tokens: torch.Tensor, transcripts: torch.Tensor) -> torch.Tensor:
-        """video_tokens: (B, N, D); transcripts: (B, K, Dt), already detached. Returns logits (B, K, K)."""
+    def forward(self, video_tokens: Optional[torch.Tensor], transcripts: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """video_tokens: (B, N, D); transcripts: (B, K, Dt), already detached. Returns logits (B, K, K).
+
+        ``forward(None)`` (a step without transcripts to sort: captions) returns a scalar 0.0 that depends on
+        every trainable parameter, so each gets a zero gradient rather than none: data-parallel wrappers then
+        reduce the same set of gradients every step (DDP needs no unused-parameter search), and AdamW treats
+        the sorter as the official code's DDP did (zeroed, not dropped, gradients: weight decay and momentum
+        go on). Each block runs (on one zero token) through its own call, so sharded strategies gather its
+        parameters as in a real step."""
+        if video_tokens is None:
+            x = self.type_embed[:, :1] * 0.0  # (1, 1, D)
+            total = self.type_embed.sum()
+            if isinstance(self.transcript_proj, nn.Linear):
+                total = total + self.transcript_proj(self.transcript_proj.weight.new_zeros(1, self.transcript_proj.in_features)).sum()
+            for blk in self.blocks:
+                x = blk(x)
+            return 0.0 * (total + self.head(self.norm(x)).sum())
         k = transcripts.shape[1]
         text = self.transcript_proj(self.prepare_transcripts(transcripts).to(video_tokens.dtype))
         x = TypedConcat.apply(video_tokens, text, self.type_embed)  # (B, N + K, D)
