@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Optional
 
 from tvts.data import ingest, shards, synthetic
-from tvts.engine import distributed
+from tvts import runtime
 
 DEMO_VIDEOS = 400
 DEMO_STREAM_VAL = 128  # held-out corpus videos when training on the stream (4 eval batches of 32)
@@ -46,7 +46,7 @@ def ensure_demo_corpus(cfg, info=None, num_videos: int = DEMO_VIDEOS, downstream
     """When ``cfg.data.synthetic`` is set and ``cfg.data.train`` is empty: build (rank 0 only, if missing)
     the synthetic corpus, the downstream set and the train/val shard sets under ``cfg.data.root``, then set
     ``cfg.data.train`` / ``cfg.data.val`` to the shard directories on every rank. Returns whether it
-    applied. ``info``: a :class:`tvts.engine.distributed.DistInfo` (None: a single process).
+    applied. ``info``: a :class:`tvts.runtime.DistInfo` (None: a single process).
 
     Videos are ``cfg.sample.image_size`` pixels square at 8 fps, with ``cfg.sample.num_windows`` events of
     ``cfg.data.window_max_s`` seconds, ``cfg.data.gap_s`` apart (the window grid lines up with the events).
@@ -63,7 +63,7 @@ def ensure_demo_corpus(cfg, info=None, num_videos: int = DEMO_VIDEOS, downstream
     if info is None or info.is_main:
         workers = workers or max(1, min(4, os.cpu_count() or 1))
         _build(cfg, root, raw, train_dir, val_dir, num_videos, downstream, workers)
-    distributed.barrier()
+    runtime.barrier()
     for directory in (train_dir, val_dir):
         if directory is not None:
             shards.load_index(directory)  # every rank: fail with one line if rank 0 could not build it

@@ -7,34 +7,11 @@ from __future__ import annotations
 
 import datetime
 import os
-from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
-
-@dataclass(frozen=True)
-class DistInfo:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    local_world_size: int = 1
-    node_rank: int = 0
-    backend: str = "none"
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def num_nodes(self) -> int:
-        return max(1, self.world_size // max(1, self.local_world_size))
-
-    @property
-    def device(self) -> torch.device:
-        if torch.cuda.is_available():
-            return torch.device("cuda", self.local_rank)
-        return torch.device("cpu")
+from tvts.runtime import DistInfo, barrier  # noqa: F401  (re-exported: the engine's callers use them from here)
 
 
 def _env_int(*names: str, default: int) -> int:
@@ -75,11 +52,6 @@ def backend_for(device_type: str) -> str:
     reduces small CPU tensors (skip / stop decisions, metrics) every step, and a group without a CPU
     backend raises "No backend type associated with device type cpu" at the first of them."""
     return "cpu:gloo,cuda:nccl" if device_type == "cuda" else "gloo"
-
-
-def barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
 
 
 def all_reduce_max(value: float) -> float:

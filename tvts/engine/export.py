@@ -16,7 +16,7 @@ from typing import Optional
 
 import torch
 
-from tvts.engine.strategies import unwrapped_name
+from tvts.runtime import unwrapped_name
 from tvts.errors import UserError
 
 PARTS = {"video": "video_encoder.safetensors", "text": "text_encoder.safetensors", "heads": "heads.safetensors"}

@@ -165,7 +165,7 @@ class Runner:
     def __init__(self, cfg, setup: Setup, info, total_steps: int):
         from tvts.engine import memory
         from tvts.engine.strategies import build_strategy
-        from tvts.engine.trainer import seed_everything
+        from tvts.runtime import seed_everything
         from tvts.models import build_model
 
         self.setup, self.info = setup, info

@@ -23,6 +23,7 @@ from tvts.config import ConfigError
 from tvts.engine.distributed import DistInfo, all_reduce_max
 from tvts.engine.schedule import build_scheduler
 from tvts.models.param_groups import param_groups
+from tvts.runtime import unwrapped_name
 
 PRECISION = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -189,14 +190,6 @@ class Strategy:
         if not self.info.is_main:
             return None
         return {k: v.detach().float().cpu() if v.is_floating_point() else v.cpu() for k, v in unwrapped_state_dict(self.module).items()}
-
-
-def unwrapped_name(name: str) -> str:
-    """A parameter/buffer name without wrapper prefixes (``_orig_mod.`` from compile,
-    ``_checkpoint_wrapped_module.``, DDP's ``module.``)."""
-    for junk in ("_orig_mod.", "_checkpoint_wrapped_module.", "module."):
-        name = name.replace(junk, "")
-    return name
 
 
 def unwrapped_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:

@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import math
 import os
-import random
 import signal
 import time
 from pathlib import Path
 from typing import Iterator, Optional
 
-import numpy as np
 import torch
 import yaml
 
@@ -24,17 +22,12 @@ from tvts.engine.distributed import DistInfo, all_reduce_max, all_reduce_mean
 from tvts.engine.metrics import MetricLogger, device_peak_flops, mfu, peak_memory_bytes, train_flops_per_clip
 from tvts.engine.strategies import build_strategy
 from tvts.errors import UserError
+from tvts.runtime import seed_everything
 
 
 
 class TrainingAborted(RuntimeError):
     """Training stopped on purpose (too many non-finite losses); a checkpoint was written first."""
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def run_dir_for(cfg) -> Path:

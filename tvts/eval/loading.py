@@ -98,7 +98,7 @@ def load_eval_model(spec: str, device: str | torch.device = "auto", config: Opti
     export directory brings its own."""
     device = resolve_device(device) if isinstance(device, str) else device
     if spec.startswith(RANDOM):
-        from tvts.engine.trainer import seed_everything
+        from tvts.runtime import seed_everything
 
         cfg = _config_for(spec[len(RANDOM):])
         seed_everything(cfg.seed)  # the trainer seeds (seed + rank) right before build_model; rank 0 here

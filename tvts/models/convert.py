@@ -619,7 +619,7 @@ def _unwrap(obj, where: str) -> dict[str, Tensor]:
 
 
 def _strip_wrappers(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    from tvts.engine.strategies import unwrapped_name  # DDP module., compile _orig_mod., checkpoint wrappers
+    from tvts.runtime import unwrapped_name  # DDP module., compile _orig_mod., checkpoint wrappers
 
     return {unwrapped_name(k): v for k, v in sd.items()}
 
