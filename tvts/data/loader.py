@@ -55,14 +55,13 @@ import warnings
 from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import IterableDataset
 
 from tvts.data.errors import SkipCounter, SkipSample
 from tvts.data.pipeline import KINDS, SampleTransform, collate
 from tvts.data.shards import ShardError, index_of, list_shards
 from tvts.data.sources import IOPolicy, is_transient_io, open_stream
-from tvts.errors import UserError
+from tvts.data.batches import FAILED, BatchSource, reporting, worker_slot
 
 log = logging.getLogger("tvts.data")
 
@@ -287,28 +286,6 @@ class _RawStream:
             self.epoch, self.consumed, self._it = self.epoch + 1, 0, None
 
 
-def _identity(item):
-    return item
-
-
-_FAILED = "__failed__"  # the kind of the item a worker sends instead of raising a UserError
-
-
-def _reporting(items: Iterator) -> Iterator:
-    """A worker's items; a :class:`UserError` (bad data: no readable shard, every sample skipped) is sent
-    as one ``(_FAILED, class name, message)`` item and the main process raises it again as a one-line
-    error. Raised in the worker, torch would wrap it in a message carrying the worker's traceback."""
-    try:
-        yield from items
-    except UserError as err:
-        yield _FAILED, type(err).__name__, str(err)
-
-
-def _worker_slot() -> tuple[int, int]:
-    info = get_worker_info()
-    return (info.id, info.num_workers) if info is not None else (0, 1)
-
-
 class _SkipDelta:
     """The counts a worker sends with each batch: what was skipped since its previous batch."""
 
@@ -367,11 +344,11 @@ class _TrainDataset(IterableDataset):
         self.global_batches, self.roles = global_batches, roles
 
     def __iter__(self):
-        return _reporting(self._batches())
+        return reporting(self._batches())
 
     def _batches(self):
         cfg = self.cfg
-        worker, _ = _worker_slot()
+        worker, _ = worker_slot()
         role = (worker + self.global_batches) % self.slots
         g = self.global_batches + worker  # the first global batch this worker makes
         counter = SkipCounter()
@@ -409,66 +386,7 @@ def _fault_slow_worker(worker: int) -> None:
         time.sleep(float(spec.split(":")[1]))
 
 
-def worker_init(_worker_id: int) -> None:
-    """Run in each DataLoader worker before it makes anything.
-
-    * The worker dies with its parent (Linux ``PR_SET_PDEATHSIG``): a SIGKILLed trainer leaves no orphaned
-      workers and no worker tracebacks (otherwise a worker half-way through handing a tensor to the dead
-      parent prints a ``ConnectionResetError`` from ``multiprocessing.resource_sharer``).
-    * SIGTERM and SIGINT are ignored: a scheduler that signals the whole process group (SLURM, ``kill -TERM
-      -PGID``, Ctrl-C) reaches the trainer, which finishes its step and checkpoints with the workers still
-      alive; they stop when the trainer closes the loader, or die with it.
-    """
-    import ctypes
-    import signal
-
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    parent = os.getppid()
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: torch's own watchdog still stops orphans within seconds
-        return
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(0)
-
-
-class _BatchSource:
-    """What the train and eval loaders share: ``(kind, batch)`` iteration, how their DataLoader is built
-    and the DALI decode step."""
-
-    train = True
-    decoder = "pyav"  # host batches (pinned where CUDA is); "dali" batches are decoded on the device
-
-    def __iter__(self) -> Iterator[tuple[str, dict]]:
-        for kind, batch, _ in self.batches():
-            yield kind, batch
-
-    def _dataloader(self, dataset: IterableDataset) -> DataLoader:
-        """One batch per item, made in ``data.num_workers`` workers (see :func:`worker_init`).
-
-        The DataLoader gets its own generator: each new iterator draws its workers' base seed from it, which
-        by default comes from the global torch RNG, so every resume or evaluation would shift the RNG of the
-        model (dropout) against an uninterrupted run. Our datasets seed every draw per sample and never use
-        that base seed."""
-        return DataLoader(dataset, batch_size=None, num_workers=self.cfg.data.num_workers, collate_fn=_identity,
-                          pin_memory=torch.cuda.is_available() and self.decoder == "pyav",
-                          worker_init_fn=worker_init if self.cfg.data.num_workers else None,
-                          generator=torch.Generator().manual_seed(0))
-
-    def _dali_decode(self, samples) -> torch.Tensor:
-        if self._dali is None:
-            from tvts.data.dali import DaliVideoReader
-
-            d = self.cfg.data
-            self._dali = DaliVideoReader(self.cfg.train.micro_batch, self.cfg.sample.image_size, d.resize_short,
-                                         d.normalize, train=self.train, device="gpu" if torch.cuda.is_available() else "cpu",
-                                         device_id=self.info.local_rank)
-        return self._dali(samples)
-
-
-class TrainLoader(_BatchSource):
+class TrainLoader(BatchSource):
     """Infinite iterable of ``(kind, batch)``; see the module docstring for the order and the resume
     contract, and :func:`build_train_loader` for the batch layout.
 
@@ -514,7 +432,7 @@ class TrainLoader(_BatchSource):
 
     def batches(self) -> Iterator[tuple[str, dict, dict]]:
         for kind, batch, meta in self._dataloader(self._dataset()):
-            if kind == _FAILED:
+            if kind == FAILED:
                 raise ShardError(meta)
             if meta["g"] != self.global_batches:  # the round-robin broke: resuming would not be exact
                 raise RuntimeError(f"loader order: got global batch {meta['g']}, expected {self.global_batches}")
@@ -616,10 +534,10 @@ class _EvalDataset(IterableDataset):
         self.cfg, self.rank, self.world, self.tokenizer, self.groups, self.decoder = cfg, rank, world, tokenizer, groups, decoder
 
     def __iter__(self):
-        return _reporting(self._batches())
+        return reporting(self._batches())
 
     def _batches(self):
-        slot, slots = _worker_slot()
+        slot, slots = worker_slot()
         counter = SkipCounter()
         delta = _SkipDelta(counter)
         transform = SampleTransform(self.cfg, train=False, decoder=self.decoder)
@@ -642,7 +560,7 @@ class _EvalDataset(IterableDataset):
             yield None, None, {"skipped": delta()}  # the counts of skips after the last batch
 
 
-class EvalLoader(_BatchSource):
+class EvalLoader(BatchSource):
     """Finite, deterministic, one pass over held-out shard sets, split by rank (and worker).
 
     Frames are bin middles with a centred crop; transcript order and masks come from fixed
@@ -668,7 +586,7 @@ class EvalLoader(_BatchSource):
         self._skips = SkipCounter()
         dataset = _EvalDataset(self.cfg, self.info.rank, self.info.world_size, self.tokenizer, self.groups, self.decoder)
         for kind, batch, meta in self._dataloader(dataset):
-            if kind == _FAILED:
+            if kind == FAILED:
                 raise ShardError(meta)
             self._skips.merge(meta["skipped"])
             if kind is None:

@@ -27,7 +27,7 @@ from torch.utils.data import IterableDataset
 
 from tvts.data import synthetic
 from tvts.data.augment import augment_video
-from tvts.data.loader import _BatchSource, _worker_slot
+from tvts.data.batches import BatchSource, worker_slot
 from tvts.data.pipeline import SampleTransform, collate, sample_rng
 from tvts.data.sampling import cfr_frame_starts, frame_indices
 
@@ -76,7 +76,7 @@ class _StreamDataset(IterableDataset):
         self.tokenizer, self.first_batch = tokenizer, first_batch
 
     def __iter__(self):
-        worker, _ = _worker_slot()
+        worker, _ = worker_slot()
         clips = StreamClips(self.cfg)
         size = self.cfg.train.micro_batch
         g = self.first_batch + worker
@@ -87,7 +87,7 @@ class _StreamDataset(IterableDataset):
             g += self.slots
 
 
-class StreamLoader(_BatchSource):
+class StreamLoader(BatchSource):
     """Infinite iterable of ``("transcripts", batch)`` from the procedural stream; the batch layout is
     :func:`tvts.data.loader.build_train_loader`'s. ``state_dict`` / ``load_state_dict`` make resume exact."""
 
