@@ -14,7 +14,11 @@ Backends (``train.attention`` picks one; ``auto`` chooses per call):
 Every backend has the same semantics: q (B, H, Lq, D), k and v (B, H, Lk, D), Lq may differ from Lk;
 ``key_padding_mask`` (B, Lk) bool, True where the key is valid; a query row without any valid key gets
 zeros (what sdpa does). A backend that is missing or refuses the inputs is replaced by the next choice
-(explicit backends: by sdpa) with one log line per reason.
+(explicit backends: by sdpa) with one log line per reason. A Triton kernel that fails to build (compile
+error, out of shared memory, an unsupported GPU) does not end the run: the call runs sdpa instead, one
+warning is logged, and the failed variant (dtype, head dim, padding, tiles) is refused from then on,
+never retried (inside the ops, :mod:`tvts.kernels.triton_attention`, so ``torch.compile``d blocks, which
+do not re-enter this dispatch, fall back too).
 
 ``auto`` (rules in :func:`auto_order`, first backend that accepts the call wins):
 
@@ -57,11 +61,13 @@ def set_default_backend(name: str) -> None:
     _default_backend = name
 
 
-def _note_once(msg: str) -> None:
+def note_once(msg: str, level: int = logging.INFO) -> None:
+    """Log ``msg`` the first time it comes up in this process (the Triton ops log build failures here too,
+    so the dispatch's later refusal of the same variant is not a second line)."""
     # logging inside a torch.compile trace would break the graph; the eager (or first) call logs instead
     if msg not in _logged and not torch.compiler.is_compiling():
         _logged.add(msg)
-        log.info(msg)
+        log.log(level, msg)
 
 
 def _allowed(key_padding_mask, causal, lq, lk, device) -> Optional[torch.Tensor]:
@@ -133,7 +139,7 @@ def _refuse_triton(q, k, v, key_padding_mask, causal) -> Optional[str]:
     mod = _triton_module()
     if mod is None:
         return f"is unavailable ({_triton_import_error})"
-    return mod.refusal(q, k, v, causal)
+    return mod.refusal(q, k, v, causal, key_padding_mask)
 
 
 def _run_triton(q, k, v, key_padding_mask, scale, causal):
@@ -235,10 +241,10 @@ def choose_backend(q, k, v, key_padding_mask=None, causal=False, backend=None) -
                 features = [str(q.dtype).removeprefix("torch."), f"head dim {q.shape[-1]}",
                             "Lq<=16" if q.shape[-2] <= 16 else "Lq>16"]
                 features += ["key padding"] * (key_padding_mask is not None) + ["causal"] * causal
-                _note_once(f"attention auto: {q.device.type} {', '.join(features)} -> {candidate}")
+                note_once(f"attention auto: {q.device.type} {', '.join(features)} -> {candidate}")
             return candidate
         fallback = order[i + 1] if i + 1 < len(order) else "sdpa"
-        _note_once(f"attention: {candidate} {why}; using {fallback}")
+        note_once(f"attention: {candidate} {why}; using {fallback}")
     return "sdpa"
 
 

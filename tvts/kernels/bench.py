@@ -5,6 +5,9 @@ plus the official einsum attention; (2) the sorter: official, the sort readout o
 the fused input (``SortHead``), and that input alone; (3) v2's ``DividedAttention`` (CLS over all tokens +
 grouped attention) per backend. Each returns one dict per row (``skipped`` names why a backend refused).
 FLOPs: 4 B H Lq Lk D forward (QK^T and PV), backward 2.5x forward (FlashAttention's convention).
+Where the Triton kernel splits the head dim into two lane blocks (80 = 64 + 16), a ``triton, d padded to
+128`` row runs it on one padded block as before the split: the split's saving, measured (arithmetic:
+x 0.625). A Triton row whose kernels failed to build is ``skipped`` (the ops ran sdpa instead).
 Memory: ``saved_mib`` = bytes kept for backward (inputs included), every device; ``peak_mib`` = CUDA peak
 allocated during forward+backward above the inputs.
 """
@@ -73,11 +76,18 @@ def bench_attention(device, dtype, backends=BACKENDS, reps=3, cpu_batch_div=12.0
                 continue
             runs[backend] = einsum_attention if backend == "einsum" else \
                 (lambda q_, k_, v_, be=backend: attention(q_, k_, v_, backend=be))
+        lane_blocks = _triton_lane_blocks(d) if "triton" in runs else {}
+        for label, head_blocks in lane_blocks.items():
+            runs.setdefault(label, lambda q_, k_, v_, hb=head_blocks: _flash(q_, k_, v_, head_blocks=hb))
         with torch.no_grad():
             fwd = timed({be: (lambda run=run: run(q, k, v)) for be, run in runs.items()}, device, reps)
         both = timed({be: (lambda run=run: torch.autograd.grad(run(q, k, v), (q, k, v), grad))
                       for be, run in runs.items()}, device, reps)
         for backend, run in runs.items():
+            if backend in lane_blocks and (failed := _build_failure(q, k, lane_blocks[backend])):
+                # the ops fell back: what was timed is sdpa, not the kernel
+                rows.append(dict(table="attention", shape=name, backend=backend, skipped=failed))
+                continue
             saved, peak = memory_mib(lambda: run(q, k, v), device)
             rows.append(dict(table="attention", shape=name, backend=backend, B=b, H=heads, Lq=lq, Lk=lk, D=d,
                              fwd_ms=fwd[backend] * 1e3, fwd_bwd_ms=both[backend] * 1e3,
@@ -85,6 +95,27 @@ def bench_attention(device, dtype, backends=BACKENDS, reps=3, cpu_batch_div=12.0
                              saved_mib=saved, peak_mib=peak))
             print(_line(rows[-1]), flush=True)
     return rows
+
+
+def _triton_lane_blocks(head_dim: int) -> dict:
+    """{row label: forced lane blocks} of the Triton rows: ``triton`` as the dispatch runs it, plus, where
+    the kernel splits ``head_dim`` into two lane blocks, the same kernel on one padded power-of-two block."""
+    from tvts.kernels import triton_attention as ta
+
+    low, high = ta.head_dim_blocks(head_dim)
+    return {"triton": None, **({f"triton, d padded to {2 * low}": (2 * low, 0)} if high else {})}
+
+
+def _flash(q, k, v, head_blocks):
+    from tvts.kernels import triton_attention as ta
+
+    return ta.flash_attention(q, k, v, head_blocks=head_blocks)
+
+
+def _build_failure(q, k, head_blocks):
+    from tvts.kernels import triton_attention as ta
+
+    return ta.build_failure(q, k, head_blocks=head_blocks)
 
 
 def bench_sort(device, dtype, reps=3, cpu_batch_div=12.0, shapes=SORT_SHAPES) -> list[dict]:
