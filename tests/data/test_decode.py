@@ -2,10 +2,12 @@
 and every kind of bad input is a SkipSample with its reason (never a black frame)."""
 import os
 
+import av
 import numpy as np
 import pytest
 import torch
 
+from tvts.data.augment import resized_size
 from tvts.data.decode import decode_frames, decode_frames_reference, frame_starts, frame_timeline, probe
 from tvts.data.errors import SkipSample
 from tvts.data.sampling import frame_indices, frame_times
@@ -45,6 +47,9 @@ def test_h264_frame_boundaries(clips, read_stamp):
 @pytest.mark.parametrize("name, times, frames", [
     ("h264_gop30", [0.1, 2.9], [3, 87]),  # the GOP in between is never decoded
     ("h264_gop250", [0.5, 9.5, 9.9], [15, 285, 297]),  # GOP 0 decoded up to frame 15 only
+    # adjacent GOPs, each decoded to its wanted frame only, then reset before the next keyframe
+    ("h264_gop30", [0.1, 1.1, 2.1], [3, 33, 63]),
+    ("h264_gop250", [0.1, 8.4, 8.5], [3, 252, 255]),  # with B-frames: wanted frames leave the decoder late
     # 29 and 59 are leading pictures shown before keyframes 30 and 60 but stored after them
     ("h264_open_gop", [0.01, 29 / 30 + 1e-3, 59 / 30 + 1e-3], [0, 29, 59]),
     ("h264_open_gop", [59 / 30 + 1e-3, 2.5], [59, 75]),
@@ -85,6 +90,35 @@ def test_reference_decoder_returns_the_same_frames(clips, name):
     ref = decode_frames_reference(clip.path, times)
     assert ref.dtype == np.float64 and ref.shape == (8, 3, 128, 192)
     assert np.array_equal(np.round(ref * 255).astype(np.uint8), decode_frames(clip.path, times).numpy())
+
+
+def per_frame_conversion(path: str, short_side) -> np.ndarray:
+    """Every frame the pre-reformatter way: a swscale context per frame (``frame.reformat`` when the short
+    side exceeds ``short_side``, else ``frame.to_ndarray(format="rgb24")``): (N, H, W, 3) uint8."""
+    frames = []
+    with av.open(path) as container:
+        for frame in container.decode(video=0):
+            if short_side and min(frame.width, frame.height) > short_side:
+                height, width = resized_size(frame.height, frame.width, short_side)
+                frames.append(frame.reformat(width=width, height=height, format="rgb24", interpolation="BILINEAR").to_ndarray())
+            else:
+                frames.append(frame.to_ndarray(format="rgb24"))
+    return np.stack(frames)
+
+
+@pytest.mark.parametrize("name", ["h264_gop30", "vp9"])
+@pytest.mark.parametrize("short_side", [None, 128, 268, 64, 50])  # 64 and 50 downscale (50: 75 px wide, odd)
+def test_reused_reformatter_is_bitwise_the_per_frame_conversion(clips, name, short_side):
+    """decode_frames converts with one single-threaded VideoReformatter per call; every frame equals the
+    per-frame conversion, whether swscale downscales or only converts to RGB."""
+    clip = clips[name]
+    expected = per_frame_conversion(clip.path, short_side)
+    video = decode_frames(clip.path, frame_starts(clip.path), short_side=short_side)
+    assert video.shape[0] == clip.num_frames and expected.shape[0] == clip.num_frames
+    assert np.array_equal(video.permute(0, 2, 3, 1).numpy(), expected)
+    sparse = frame_times(0.1, 2.9, 7, True, np.random.default_rng(3))  # the GOP-skipping path too
+    video = decode_frames(clip.path, sparse, short_side=short_side)
+    assert np.array_equal(video.permute(0, 2, 3, 1).numpy(), expected[frame_indices(sparse, frame_starts(clip.path))])
 
 
 def test_short_side_resize_at_decode(clips, read_stamp):
