@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 PIP_QUIET  = --disable-pip-version-check -q
 
-.PHONY: install demo test test-fast bench-synthetic profile scaling-smoke clean
+.PHONY: install demo test test-fast bench-synthetic profile scaling-smoke clean gpu-check
 
 install: $(STAMP)
 
@@ -65,3 +65,10 @@ scale-demo: install
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
+
+# GPU first contact (docs/profiling.md, "GPU check"): the full check where this venv's torch sees a GPU, else
+# its CPU rehearsal (--dry: every section at tiny shapes, Triton interpreted, CUDA-only parts skipped).
+# GPU_CHECK_ARGS: e.g. --out docs/gpu/2027-01-15 --budget-s 330
+gpu-check: install
+	if $(BIN)/python -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then \
+	  $(BIN)/python launch/gpu_check.py $(GPU_CHECK_ARGS); else $(BIN)/python launch/gpu_check.py --dry $(GPU_CHECK_ARGS); fi
