@@ -117,6 +117,8 @@ CASES = {
                                   "error: ", "{empty}: no labels.json"),
     "bench_kernels_device": ("bench_kernels", lambda b: ["--device", "nonsense", "--out", str(b["tmp"] / "k.json")],
                              "error: ", "--device nonsense: not a torch device"),
+    "finetune_missing_data": ("finetune", lambda b: [f"finetune.data={b['missing']}", f"train.run_dir={b['tmp'] / 'run'}"],
+                              "error: ", "{missing}: finetune.data: no such directory"),
     "gpu_check_budget": ("gpu_check", lambda b: ["--budget-s", "-1", "--out", str(b["tmp"] / "gc")], "error: ",
                          "--budget-s -1: expected a positive number of seconds"),
     "bench_data_workers": ("bench_data", lambda b: ["--workers", "a,b", "--work", str(b["tmp"] / "work")],

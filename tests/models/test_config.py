@@ -4,7 +4,9 @@ import pytest
 
 from tvts import config
 
-CONFIGS = sorted(Path(__file__).resolve().parents[2].joinpath("configs").glob("*.yaml"))
+# pre-training recipes; configs/finetune_*.yaml are fine-tuning recipes (tvts.eval.finetune.load_recipe)
+CONFIGS = sorted(p for p in Path(__file__).resolve().parents[2].joinpath("configs").glob("*.yaml")
+                 if not p.name.startswith("finetune_"))
 
 
 def test_shipped_configs_load():
@@ -13,6 +15,10 @@ def test_shipped_configs_load():
     for path in CONFIGS:
         cfg = config.load(path)
         assert cfg.name == path.stem
+    from tvts.eval.finetune import load_recipe
+
+    for path in sorted(CONFIGS[0].parent.glob("finetune_*.yaml")):
+        assert load_recipe(path, []).name == path.stem
 
 
 @pytest.mark.parametrize("override,message", [
