@@ -17,9 +17,22 @@ import pytest
 import torch
 import torch.nn as nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
-from test_convert import SMALL_V2, ClipFile, ClipVisual, QuickGELU, _randomize  # noqa: E402
-from test_text import _RefCLIPText  # noqa: E402
+
+
+def _models_test_module(name: str):
+    """A module of tests/models by path, under a private name: the reference CLIP towers live there. (Not by
+    putting tests/models on sys.path: that leaks into every process the suite spawns later.)"""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"_init_refs_{name}", Path(__file__).resolve().parents[1] / "models" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_convert_refs, _text_refs = _models_test_module("test_convert"), _models_test_module("test_text")
+SMALL_V2, ClipFile, ClipVisual = _convert_refs.SMALL_V2, _convert_refs.ClipFile, _convert_refs.ClipVisual
+QuickGELU, _randomize, _RefCLIPText = _convert_refs.QuickGELU, _convert_refs._randomize, _text_refs._RefCLIPText
 
 from tvts import config  # noqa: E402
 from tvts.engine.distributed import DistInfo  # noqa: E402
