@@ -27,6 +27,7 @@ demo: install
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/deepspeed launch/pretrain.py
 
 test: install
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q tests
 
 test-fast: install

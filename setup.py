@@ -29,7 +29,7 @@ setup(
     # requirements/cpu.txt (torch==2.13.0 CPU); GPU machines keep their preinstalled torch.
     install_requires=requirements("common.txt"),
     extras_require={
-        "dev": ["pytest==9.2.0"],
+        "dev": ["pytest==9.2.0", "import-linter==2.17"],
         # GPU machines keep their preinstalled torch / triton; DALI built for their CUDA 13
         "gpu": ["nvidia-dali-cuda130==2.4.0"],
         "flash": ["flash-attn"],  # optional attention backend (source build against the machine's torch)

@@ -8,7 +8,7 @@ videos standing for YouTube files (60 s, 320 px, 30 fps, with a MERLOT-style ann
 ingested to shards (64 px, 8 fps); and the v1 input: the raw videos made 16:9 and textured, ingested with
 the ingest defaults (H.264, 256 px short side, 30 fps). Per-sample rows run here on one thread (figures
 per CPU core), on the same samples and frames for every path; loader rows run the real TrainLoader with
-0..N workers (``tvts.data.bench``).
+0..N workers (``tvts.perf.bench_data``).
 """
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from tvts.bench import environment, markdown_table, write_json
-from tvts.data.bench import CASES, GPU_FRAMES_PER_S, V1, loaders, make_inputs, per_sample
+from tvts.perf.common import environment, markdown_table, write_json
+from tvts.perf.bench_data import CASES, GPU_FRAMES_PER_S, V1, loaders, make_inputs, per_sample
 from tvts.errors import UserError, cli
 
 LOADER_SETS = {"demo": ("8x64 (demo)", (0, 2048)), "v1": (V1, (0,))}  # a v1 clip is ~200 MB decoded: no cache

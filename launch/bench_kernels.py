@@ -4,7 +4,7 @@
     python launch/bench_kernels.py --device cpu --out runs/bench_kernels_cpu.json
     TRITON_INTERPRET=1 python launch/bench_kernels.py --device cpu --only kernels   # + triton, tiny shape only
 
-The shapes, the three tables and how FLOPs and memory are counted: ``tvts.kernels.bench``.
+The shapes, the three tables and how FLOPs and memory are counted: ``tvts.perf.bench_kernels``.
 CPU runs divide the GPU batch by --cpu-batch-div.
 """
 from __future__ import annotations
@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
-from tvts.bench import environment
-from tvts.bench import markdown_sections as markdown
+from tvts.perf.common import environment
+from tvts.perf.common import markdown_sections as markdown
 from tvts.errors import UserError, cli
-from tvts.kernels.bench import BACKENDS, bench_attention, bench_divided, bench_sort
+from tvts.perf.bench_kernels import BACKENDS, bench_attention, bench_divided, bench_sort
 
 
 def main(argv=None) -> None:

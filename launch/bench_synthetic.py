@@ -80,7 +80,7 @@ def main(argv=None) -> int:
 
         ensure_demo_corpus(cfg)  # before any training: every seed (and parallel job) finds the same clips
     if not (data / "labels.json").is_file():
-        raise UserError(f"{data}: no labels.json; pass --data a downstream set (tvts/data/synthetic.py make_downstream)")
+        raise UserError(f"{data}: no labels.json; pass --data a downstream set (tvts.data.synthetic.make_downstream)")
     run_jobs(jobs, args.jobs)
 
     t0 = time.perf_counter()

@@ -34,7 +34,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from tvts.engine import distributed
-    from tvts.engine.trainer import TrainingAborted
+    from tvts.engine.run import TrainingAborted
     from tvts.eval.finetune import finetune, load_recipe
 
     recipe = load_recipe(args.config, args.overrides)

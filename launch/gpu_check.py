@@ -6,7 +6,7 @@
 
 Sections (environment, kernel_exactness, kernel_speed, training_steps, data, reference) each get a share of
 --budget-s; one that fails or overruns is recorded as such and the rest go on. Writes report.json, report.md
-and PNGs under --out and prints the markdown. Exit code 1 when a section failed. Sections: tvts.gpucheck.
+and PNGs under --out and prints the markdown. Exit code 1 when a section failed. Sections: tvts.perf.gpucheck.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tvts.errors import UserError, cli
 
-# tvts.gpucheck.SECTIONS' names, spelt out: importing it starts torch, which --dry must configure first
+# tvts.perf.gpucheck.SECTIONS' names, spelt out: importing it starts torch, which --dry must configure first
 SECTION_NAMES = ["environment", "kernel_exactness", "kernel_speed", "training_steps", "data", "reference"]
 
 
@@ -42,7 +42,7 @@ def main(argv=None) -> int:
         # both are read once, when torch and triton start: before anything below imports them
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
         os.environ.setdefault("TRITON_INTERPRET", "1")
-    from tvts import gpucheck
+    from tvts.perf import gpucheck
 
     if args.dry:
         import torch

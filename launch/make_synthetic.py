@@ -3,7 +3,7 @@
     python launch/make_synthetic.py --out data/demo --videos 300 --downstream-train 400 --downstream-val 160
 
 Layout: ``<out>/videos/{<id>.mp4, <id>.vtt, manifest.jsonl}`` and
-``<out>/downstream/{videos/<id>.webm, train.txt, val.txt, labels.json}``; see tvts/data/synthetic.py.
+``<out>/downstream/{videos/<id>.webm, train.txt, val.txt, labels.json}``; see tvts/data/synthetic/ (corpus.py).
 """
 from __future__ import annotations
 

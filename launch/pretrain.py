@@ -36,7 +36,8 @@ def main(argv=None) -> int:
 
     cfg = config.load(args.config, args.overrides)
     from tvts.data.prepare import ensure_demo_corpus
-    from tvts.engine.trainer import Trainer, TrainingAborted
+    from tvts.engine.run import TrainingAborted
+    from tvts.engine.trainer import Trainer
 
     info = distributed.init()
     try:

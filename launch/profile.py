@@ -66,17 +66,17 @@ def main(argv=None) -> int:
     cfg = config.load(args.config, args.overrides + extra)
     if args.project:
         try:
-            from tvts.engine.projection import format_projection, project
+            from tvts.perf.projection import format_projection, project
         except ImportError:
-            print("--project: tvts.engine.projection is not available in this checkout", file=sys.stderr)
+            print("--project: tvts.perf.projection is not available in this checkout", file=sys.stderr)
             return 2
         print(format_projection(project(cfg)))
         return 0
     import torch
 
-    from tvts import bench
+    from tvts.perf import common as bench
     from tvts.data.prepare import ensure_demo_corpus
-    from tvts.engine import profiler
+    from tvts.perf import profiler
 
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)

@@ -40,8 +40,9 @@ def parse(argv):
 
 def main(argv=None) -> int:
     args = parse(argv)
-    from tvts import bench, config
-    from tvts.engine import scaling
+    from tvts import config
+    from tvts.perf import common as bench
+    from tvts.perf import scaling
 
     start = time.perf_counter()
     name = config.load(args.config, args.overrides).name

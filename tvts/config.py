@@ -37,6 +37,30 @@ def _f(default, lo=None, hi=None, *, lo_open=False):
     return field(default=default, metadata=meta)
 
 
+# ViT sizes as data: one encoder implementation, many sizes (timm / open_clip naming); ``atto``, ``nano`` and
+# ``micro`` are ours, for CPU demos and scaling-law smoke grids.
+# name: (width, depth, heads)
+VIT_SIZES: dict[str, tuple[int, int, int]] = {
+    "atto": (64, 2, 2),
+    "nano": (128, 4, 4),
+    "micro": (192, 6, 4),
+    "tiny": (192, 12, 3),
+    "small": (384, 12, 6),
+    "base": (768, 12, 12),
+    "large": (1024, 24, 16),
+    "huge": (1280, 32, 16),
+}
+
+
+def resolve_vit(video_cfg) -> tuple[int, int, int]:
+    """(width, depth, heads) for a :class:`VideoConfig`; explicit non-zero fields win."""
+    base = VIT_SIZES.get(video_cfg.size, (0, 0, 0))
+    width = video_cfg.width or base[0]
+    depth = video_cfg.depth or base[1]
+    heads = video_cfg.heads or base[2]
+    return width, depth, heads
+
+
 # ----------------------------------------------------------------------------------------------
 # Shared by data and model
 # ----------------------------------------------------------------------------------------------
@@ -63,7 +87,7 @@ class SampleConfig:
 @dataclass
 class VideoConfig:
     family: Literal["v1", "v2"] = "v1"  # v1: joint space-time (TVTS); v2: divided space-time (TVTSv2)
-    size: str = "base"  # a key of tvts.models.registry.VIT_SIZES
+    size: str = "base"  # a key of VIT_SIZES
     width: int = _f(0, 0, 8192)  # 0: from `size`
     depth: int = _f(0, 0, 256)
     heads: int = _f(0, 0, 128)
@@ -228,8 +252,6 @@ class Config:
     # -- derived facts, computed in one place ---------------------------------------------------
     def video_dims(self) -> tuple[int, int, int]:
         """(width, depth, heads) of the video encoder after applying the size registry."""
-        from tvts.models.registry import resolve_vit
-
         return resolve_vit(self.model.video)
 
     def patch_grid(self, frames: Optional[int] = None, mask_ratio: Optional[float] = None) -> "PatchGrid":
@@ -300,7 +322,7 @@ def load(path: Optional[str | Path] = None, overrides: Optional[List[str]] = Non
         except yaml.YAMLError as err:
             parsed = _plain_list(key, value, err)
         _set_dotted(raw, key, parsed)
-    cfg = _build(Config, raw, "")
+    cfg = build_section(Config, raw, "")
     validate(cfg)
     return cfg
 
@@ -361,7 +383,9 @@ def _unknown(path: str) -> ConfigError:
     return ConfigError(f"{path}: unknown key{hint}")
 
 
-def _build(cls, raw: Any, prefix: str):
+def build_section(cls, raw: Any, prefix: str = ""):
+    """A typed config dataclass (``Config`` or any section, or another recipe built of them) from a raw mapping,
+    with the checks of :func:`load`: unknown keys with a suggestion, types, ranges; ``prefix`` names the keys."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{prefix.rstrip('.') or '<top>'}: expected a mapping of keys, got {type(raw).__name__}")
     hints = typing.get_type_hints(cls)
@@ -379,7 +403,7 @@ def _build(cls, raw: Any, prefix: str):
         path = f"{prefix}{name}"
         typ = hints[name]
         if dataclasses.is_dataclass(typ):
-            kwargs[name] = _build(typ, raw.get(name) or {}, path + ".")
+            kwargs[name] = build_section(typ, raw.get(name) or {}, path + ".")
             continue
         if name not in raw:
             continue
@@ -442,8 +466,6 @@ def _coerce(value: Any, typ, path: str):
 
 def validate(cfg: Config) -> None:
     """Cross-field checks; each raises a one-line :class:`ConfigError` naming the key."""
-    from tvts.models.registry import VIT_SIZES
-
     v, s = cfg.model.video, cfg.sample
     if v.size not in VIT_SIZES and not (v.width and v.depth and v.heads):
         near = difflib.get_close_matches(v.size, list(VIT_SIZES), n=1)

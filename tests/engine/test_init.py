@@ -30,13 +30,13 @@ def _models_test_module(name: str):
     return module
 
 
-_convert_refs, _text_refs = _models_test_module("test_convert"), _models_test_module("test_text")
+_convert_refs, _text_refs = _models_test_module("convert_refs"), _models_test_module("test_text")
 SMALL_V2, ClipFile, ClipVisual = _convert_refs.SMALL_V2, _convert_refs.ClipFile, _convert_refs.ClipVisual
-QuickGELU, _randomize, _RefCLIPText = _convert_refs.QuickGELU, _convert_refs._randomize, _text_refs._RefCLIPText
+QuickGELU, _randomize, _RefCLIPText = _convert_refs.QuickGELU, _convert_refs.randomize, _text_refs._RefCLIPText
 
 from tvts import config  # noqa: E402
 from tvts.engine.distributed import DistInfo  # noqa: E402
-from tvts.engine.strategies import build_strategy  # noqa: E402
+from tvts.engine.build import build_strategy  # noqa: E402
 from tvts.models import convert  # noqa: E402
 from tvts.models.init import open_init  # noqa: E402
 from tvts.models.model import TVTSModel  # noqa: E402

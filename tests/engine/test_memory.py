@@ -28,7 +28,7 @@ STATE_KEYS = ("params_bytes", "grads_bytes", "optim_bytes")
 
 def _build(rank, world, overrides, strategy_name, precision, pretrained=None):
     from tvts.engine.distributed import DistInfo
-    from tvts.engine.strategies import build_strategy
+    from tvts.engine.build import build_strategy
     from tvts.models.model import TVTSModel
 
     cfg = config.load(None, list(overrides) + [f"train.strategy={strategy_name}", f"train.precision={precision}",
@@ -136,7 +136,7 @@ def _build_peak(rank, world, strategy_name, deferred):
     hold whatever the process touched earlier)."""
     from tvts.engine.distributed import DistInfo
     from tvts.engine.metrics import rss_bytes
-    from tvts.engine.strategies import build_strategy
+    from tvts.engine.build import build_strategy
     from tvts.models.model import TVTSModel
 
     cfg = config.load(None, list(BIG) + [f"train.strategy={strategy_name}", "train.precision=bf16"])
@@ -274,7 +274,7 @@ def test_prediction_arithmetic():
 def test_projection_table():
     """--project: every cluster x strategy; fits iff the prediction is under the usable memory; the clips/s
     bound is GPUs x peak x MFU / training FLOPs per clip; the markdown states its assumptions."""
-    from tvts.engine.projection import CLUSTERS, Cluster, STRATEGIES, format_projection, project
+    from tvts.perf.projection import CLUSTERS, Cluster, STRATEGIES, format_projection, project
 
     cfg = config.load(ROOT / "configs" / "tvtsv2_vit_h14.yaml")
     tiny_gpu = Cluster("2x 16GB", 2, 16 * 10**9, 100e12)

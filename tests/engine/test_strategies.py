@@ -26,7 +26,7 @@ import torch.distributed as dist
 from tvts import config
 from tvts.config import ConfigError
 from tvts.engine.distributed import DistInfo
-from tvts.engine.strategies import build_strategy
+from tvts.engine.build import build_strategy
 from tvts.testing import spawn_ranks
 
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(sys.prefix, "torch_extensions"))

@@ -14,7 +14,7 @@ import yaml
 from tvts import config
 from tvts.data import synthetic
 from tvts.engine.distributed import DistInfo
-from tvts.engine.strategies import build_strategy
+from tvts.engine.build import build_strategy
 from tvts.errors import cli
 from tvts.eval import finetune_data
 from tvts.eval.finetune import Finetuner, VideoClassifier, compose, load_recipe, merge_views, score_metrics

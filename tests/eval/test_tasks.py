@@ -156,7 +156,7 @@ def test_a_missing_clip_names_its_list_line(run_dir, downstream, tmp_path):
 
 
 def test_export_and_random_init_load_the_expected_weights(run_dir, tmp_path):
-    from tvts.engine.trainer import seed_everything
+    from tvts.runtime import seed_everything
     from tvts.models.model import build_model
 
     from_run = load_eval_model(str(run_dir))

@@ -14,6 +14,7 @@ from tvts.kernels.attention import attention, attention_reference, auto_order, c
 from tvts.kernels.reference import einsum_attention
 
 attn_mod = importlib.import_module("tvts.kernels.attention")  # the package re-exports a function of that name
+notes = importlib.import_module("tvts.kernels.notes")
 
 CUDA = torch.cuda.is_available()
 
@@ -70,7 +71,7 @@ def test_official_einsum_baseline_matches_reference(make_inputs):
 @pytest.mark.parametrize("backend", ["flash_attn", "xformers"])
 def test_gpu_only_backends_fall_back_to_sdpa_with_one_line(backend, caplog, make_inputs):
     q, k, v, _ = make_inputs(1, 1, 4, 6, 16, False, torch.float32)
-    attn_mod._logged.clear()
+    notes.logged.clear()
     with caplog.at_level(logging.INFO, logger="tvts.kernels.attention"):
         out = attention(q, k, v, backend=backend)
         attention(q, k, v, backend=backend)
@@ -116,7 +117,7 @@ def test_auto_walks_its_order_past_refusals(monkeypatch, caplog, make_inputs):
     monkeypatch.setattr(attn_mod, "auto_order", lambda q, m, c: ("triton", "flash_attn", "sdpa"))
     monkeypatch.setitem(attn_mod._REFUSE, "triton", lambda *a: "refuses this shape (test)")
     monkeypatch.setitem(attn_mod._REFUSE, "flash_attn", lambda *a: "is not installed (test)")
-    attn_mod._logged.clear()
+    notes.logged.clear()
     q, k, v, _ = make_inputs(1, 1, 4, 4, 16, False, torch.float32)
     with caplog.at_level(logging.INFO, logger="tvts.kernels.attention"):
         assert choose_backend(q, k, v, backend="auto") == "sdpa"

@@ -26,6 +26,7 @@ from tvts.kernels import triton_attention as ta  # noqa: E402
 from tvts.kernels.attention import attention, attention_reference, choose_backend  # noqa: E402
 
 attn_mod = importlib.import_module("tvts.kernels.attention")
+notes = importlib.import_module("tvts.kernels.notes")
 
 interpreted = pytest.mark.skipif(not ta.INTERPRETED, reason="kernels are compiled in this process; "
                                  "the interpreter twins need TRITON_INTERPRET=1 before triton is imported")
@@ -124,7 +125,7 @@ def test_dispatch_runs_triton_and_falls_back_where_it_refuses(caplog, make_input
     q, k, v, mask = make_inputs(1, 1, 6, 10, 16, True, torch.float32, "cpu")
     assert choose_backend(q, k, v, mask, backend="triton") == "triton"
     assert torch.allclose(attention(q, k, v, mask, backend="triton"), attention_reference(q, k, v, mask), atol=1e-5)
-    attn_mod._logged.clear()
+    notes.logged.clear()
     wide = torch.randn(1, 1, 6, 160)
     with caplog.at_level(logging.INFO, logger="tvts.kernels.attention"):
         assert choose_backend(q, k, v, causal=True, backend="triton") == "sdpa"
@@ -141,7 +142,7 @@ def test_dispatch_runs_triton_and_falls_back_where_it_refuses(caplog, make_input
 @pytest.fixture(name="no_failures_yet")
 def no_failures_yet_fixture(monkeypatch):
     monkeypatch.setattr(ta, "_failed", {})
-    attn_mod._logged.clear()
+    notes.logged.clear()
 
 
 def _lines(caplog):

@@ -1,6 +1,6 @@
 """Sharded strategies: PyTorch FSDP2 (``fsdp``) and DeepSpeed ZeRO (``zero1``, ``zero2``, ``zero3``).
 
-Importing this module registers them into :data:`tvts.engine.strategies.STRATEGIES`.
+They are built by name through :func:`tvts.engine.build.build_strategy` (:data:`SHARDED`).
 
 Contract shared with the other strategies (what the trainer relies on):
 
@@ -40,7 +40,7 @@ import torch.nn as nn
 from tvts.config import ConfigError
 from tvts.engine.distributed import DistInfo, backend_for
 from tvts.engine.schedule import build_scheduler
-from tvts.engine.strategies import (STRATEGIES, Strategy, StepResult, apply_activation_checkpointing,
+from tvts.engine.strategies import (Strategy, StepResult, apply_activation_checkpointing,
                                     apply_compile, transformer_blocks, unwrapped_name)
 from tvts.models.param_groups import param_groups
 
@@ -87,6 +87,9 @@ class FSDPStrategy(Strategy):
     init_before_parallelize = False  # streamed into the shards
 
     name = "fsdp"
+
+    def stream_init(self, init) -> None:
+        stream_pretrained(self.module, init)
 
     def parallelize(self) -> None:
         from torch.distributed.device_mesh import init_device_mesh
@@ -415,6 +418,9 @@ class ZeroStrategy(Strategy):
     stage: int  # set by the registered subclasses zero1, zero2, zero3
     init_before_parallelize = False  # zero3: one gathered parameter at a time
 
+    def stream_init(self, init) -> None:
+        stream_pretrained(self.module, init)
+
     def __init__(self, cfg, model: nn.Module, info: DistInfo, total_steps: int, init=None):
         self.pending = 0  # backward calls since the last step
         super().__init__(cfg, model, info, total_steps, init)
@@ -547,7 +553,6 @@ class ZeroStrategy(Strategy):
             return param.detach().clone()
 
 
-STRATEGIES["fsdp"] = FSDPStrategy
+SHARDED: dict[str, type[Strategy]] = {"fsdp": FSDPStrategy}
 for _stage in (1, 2, 3):
-    STRATEGIES[f"zero{_stage}"] = type(f"Zero{_stage}Strategy", (ZeroStrategy,),
-                                       {"name": f"zero{_stage}", "stage": _stage})
+    SHARDED[f"zero{_stage}"] = type(f"Zero{_stage}Strategy", (ZeroStrategy,), {"name": f"zero{_stage}", "stage": _stage})

@@ -7,6 +7,7 @@ block -> sharding (the torchtitan order). The model knows nothing about any of t
 
 The trainer only calls: ``forward(batch)``, ``backward(loss)``, ``no_sync()``, ``step()``, ``lrs()``,
 ``save(dir)``, ``load(dir)``, ``export_state_dict()``.
+The strategy a config names is built by :func:`tvts.engine.build.build_strategy`.
 """
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from tvts.config import ConfigError
 from tvts.engine.distributed import DistInfo, all_reduce_max
 from tvts.engine.schedule import build_scheduler
 from tvts.models.param_groups import param_groups
@@ -86,10 +86,13 @@ class Strategy:
             copy_into(self.module, init if isinstance(init, TensorSource) else SafetensorsSource(init))
         self.parallelize()
         if init is not None and not self.init_before_parallelize:
-            from tvts.engine.sharded import stream_pretrained
-
-            stream_pretrained(self.module, init)
+            self.stream_init(init)
         self.build_optimizer()
+
+    def stream_init(self, init) -> None:
+        """Copy ``init`` into the parallelised model, each rank only what it holds: the sharded strategies
+        (tvts.engine.sharded), which set ``init_before_parallelize = False``, implement it."""
+        raise NotImplementedError(f"{self.name}: loads its initial weights before parallelize")
 
     # -- setup --------------------------------------------------------------------------------------
     def parallelize(self) -> None:
@@ -214,26 +217,3 @@ class DDPStrategy(Strategy):
 
     def no_sync(self):
         return self.model.no_sync()
-
-
-STRATEGIES: dict[str, type[Strategy]] = {"single": Strategy, "ddp": DDPStrategy}
-
-
-def build_strategy(cfg, model: nn.Module, info: DistInfo, total_steps: int, init=None) -> Strategy:
-    """The strategy of ``cfg.train.strategy`` around ``model`` (parallelised, with its optimizer);
-    ``init``: initial weights in our layout (a :class:`tvts.models.init.TensorSource` or a safetensors path),
-    loaded before the optimizer is built."""
-    name = cfg.train.strategy
-    if name == "ddp" and info.world_size == 1:
-        name = "single"  # DDP over one process is single, minus the wrapper
-    if name not in STRATEGIES:
-        _register_sharded()
-    if name == "single" and info.world_size > 1:
-        raise ConfigError(f"train.strategy: single runs one process but the launcher started {info.world_size}; "
-                          f"use ddp, fsdp or zero1-3")
-    return STRATEGIES[name](cfg, model, info, total_steps, init)
-
-
-def _register_sharded() -> None:
-    """FSDP and DeepSpeed strategies live in their own module (heavier imports)."""
-    from tvts.engine import sharded  # noqa: F401  (registers fsdp, zero1, zero2, zero3)

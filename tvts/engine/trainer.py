@@ -6,7 +6,6 @@ position, RNG and step are saved by :class:`tvts.engine.checkpoint.Checkpointer`
 from __future__ import annotations
 
 import math
-import os
 import signal
 import time
 from pathlib import Path
@@ -17,21 +16,14 @@ import yaml
 
 from tvts.config import ConfigError, to_dict
 from tvts.engine import memory
+from tvts.engine.build import build_strategy
 from tvts.engine.checkpoint import Checkpointer
 from tvts.engine.distributed import DistInfo, all_reduce_max, all_reduce_mean
 from tvts.engine.metrics import MetricLogger, device_peak_flops, mfu, peak_memory_bytes, train_flops_per_clip
-from tvts.engine.strategies import build_strategy
+from tvts.engine.run import TrainingAborted, fault_exit, fault_nan, run_dir_for, to_device
 from tvts.errors import UserError
 from tvts.runtime import seed_everything
 
-
-
-class TrainingAborted(RuntimeError):
-    """Training stopped on purpose (too many non-finite losses); a checkpoint was written first."""
-
-
-def run_dir_for(cfg) -> Path:
-    return Path(cfg.train.run_dir.format(name=cfg.name))
 
 
 class Trainer:
@@ -177,7 +169,7 @@ class Trainer:
         batches = iter(self.loader)
         try:
             while self.step < cfg.train.steps:
-                _fault_exit(self.info.rank, self.step + 1)
+                fault_exit(self.info.rank, self.step + 1)
                 self.window.append(self.train_step(batches))
                 self.step += 1
                 stop = all_reduce_max(1.0 if self.stop_requested else 0.0) > 0
@@ -223,7 +215,7 @@ class Trainer:
             t0 = time.perf_counter()
             kind, batch = next(batches)
             data_wait += time.perf_counter() - t0
-            batch = {k: _to_device(v, self.info.device) for k, v in batch.items()}
+            batch = {k: to_device(v, self.info.device) for k, v in batch.items()}
             last = micro == accum - 1
             with (self.strategy.no_sync() if not last else _null()):
                 with memory.ActivationMeter(self.strategy.module) if measure else _null() as meter:
@@ -231,7 +223,7 @@ class Trainer:
                 if measure:
                     self._note_memory(activations_bytes=meter.bytes)
                 loss = out.loss
-                if _fault_nan(self.step + 1):
+                if fault_nan(self.step + 1):
                     loss = loss * float("nan")
                 if all_reduce_max(0.0 if torch.isfinite(loss).item() else 1.0) > 0:
                     skip = True
@@ -350,7 +342,7 @@ class Trainer:
                 item, weight = last, 0.0
             last = item
             kind, batch = item
-            batch = {k: _to_device(v, self.info.device) for k, v in batch.items()}
+            batch = {k: to_device(v, self.info.device) for k, v in batch.items()}
             out = self.strategy.forward(batch)
             clips = batch["video"].shape[0] * weight
             sums["clips"] += clips
@@ -373,30 +365,9 @@ class Trainer:
         return stats
 
 
-def _to_device(value, device):
-    if isinstance(value, torch.Tensor):
-        return value.to(device, non_blocking=True)
-    if isinstance(value, dict):
-        return {k: _to_device(v, device) for k, v in value.items()}
-    return value
-
-
 class _null:
     def __enter__(self):
         return None
 
     def __exit__(self, *exc):
         return False
-
-
-def _fault_nan(step: int) -> bool:
-    """Test hook: TVTS_FAULT_NAN_STEPS="3,4" makes the loss of those steps NaN (failure-handling tests)."""
-    spec = os.environ.get("TVTS_FAULT_NAN_STEPS", "")
-    return bool(spec) and str(step) in spec.split(",")
-
-
-def _fault_exit(rank: int, step: int) -> None:
-    """Test hook: TVTS_FAULT_EXIT_RANK_STEP="1:3" kills rank 1 at step 3 (dead-rank tests)."""
-    spec = os.environ.get("TVTS_FAULT_EXIT_RANK_STEP", "")
-    if spec and spec == f"{rank}:{step}":
-        os._exit(1)

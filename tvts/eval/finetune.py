@@ -43,8 +43,10 @@ from tvts.config import ConfigError, OptimConfig, TrainConfig
 from tvts.engine.checkpoint import Checkpointer
 from tvts.engine.distributed import DistInfo, all_gather_objects, all_reduce_max, all_reduce_mean
 from tvts.engine.metrics import MetricLogger
-from tvts.engine.strategies import build_strategy, unwrapped_name
-from tvts.engine.trainer import TrainingAborted, _fault_exit, run_dir_for, seed_everything
+from tvts.engine.build import build_strategy
+from tvts.runtime import unwrapped_name
+from tvts.engine.run import TrainingAborted, fault_exit, run_dir_for
+from tvts.runtime import seed_everything
 from tvts.eval.finetune_data import (Mixup, StepBatches, ViewClips, TrainClips, check_videos, classification_lists,
                                      collate, raise_errors)
 from tvts.eval.loading import load_eval_model
@@ -133,7 +135,7 @@ def load_recipe(path: Optional[str | Path] = None, overrides: Optional[List[str]
                 near = difflib.get_close_matches(key, names, n=1)
                 hint = f"; did you mean {prefix}{near[0]}?" if near else f"; one of {', '.join(names)}"
                 raise ConfigError(f"{prefix}{key}: unknown key{hint}")
-    recipe = config_lib._build(FinetuneRecipe, raw, "")
+    recipe = config_lib.build_section(FinetuneRecipe, raw, "")
     for key in ("init", "data"):
         if not getattr(recipe.finetune, key):
             raise ConfigError(f"finetune.{key}: not set; e.g. finetune.init=runs/demo finetune.data=data/demo/downstream")
@@ -311,7 +313,7 @@ class Finetuner:
         batches = iter(loader)
         try:
             while self.step < cfg.train.steps:
-                _fault_exit(info.rank, self.step + 1)
+                fault_exit(info.rank, self.step + 1)
                 self.window.append(self.train_step(batches))
                 self.step += 1
                 if self.step % cfg.train.log_every == 0 or self.step == cfg.train.steps:

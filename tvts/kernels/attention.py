@@ -40,17 +40,15 @@ backends' rows of ``launch/bench_kernels.py`` on a GPU, and change them here.
 from __future__ import annotations
 
 import importlib.util
-import logging
 from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 
-log = logging.getLogger(__name__)
+from tvts.kernels.notes import note_once
 
 BACKENDS = ("auto", "triton", "flash_attn", "xformers", "sdpa", "math")
 _default_backend = "auto"
-_logged: set[str] = set()
 
 
 def set_default_backend(name: str) -> None:
@@ -59,15 +57,6 @@ def set_default_backend(name: str) -> None:
     if name not in BACKENDS:
         raise ValueError(f"attention backend {name!r}: expected one of {', '.join(BACKENDS)}")
     _default_backend = name
-
-
-def note_once(msg: str, level: int = logging.INFO) -> None:
-    """Log ``msg`` the first time it comes up in this process (the Triton ops log build failures here too,
-    so the dispatch's later refusal of the same variant is not a second line)."""
-    # logging inside a torch.compile trace would break the graph; the eager (or first) call logs instead
-    if msg not in _logged and not torch.compiler.is_compiling():
-        _logged.add(msg)
-        log.log(level, msg)
 
 
 def _allowed(key_padding_mask, causal, lq, lk, device) -> Optional[torch.Tensor]:

@@ -58,6 +58,8 @@ import triton.language as tl
 from triton.compiler.errors import CompilationError
 from triton.runtime.errors import AutotunerError, OutOfResources, PTXASError
 
+from tvts.kernels.notes import note_once
+
 LOG2E = 1.4426950408889634
 MAX_HEAD_DIM = 128  # (BLOCK_M + 2 BLOCK_N) x 128 tiles still fit Hopper's shared memory at the tuned sizes
 MIN_BLOCK_D = 16  # tl.dot's smallest tile dimension
@@ -399,8 +401,6 @@ def _record_failure(variant: tuple, exc: BaseException) -> None:
     why = f"failed to build for {_describe(variant)} ({type(exc).__name__}: {first_line})"
     _failed[variant] = why
     # the dispatch's once-per-message log, so that its later refusal of the variant is not a second line
-    from tvts.kernels.attention import note_once
-
     note_once(f"attention: triton {why}; using sdpa", logging.WARNING)
 
 

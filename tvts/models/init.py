@@ -22,8 +22,10 @@ from typing import Iterable, Mapping, Optional, Sequence
 import torch
 
 from tvts.config import ConfigError
-from tvts.models.convert import (FORMATS, ConversionError, _is_safetensors, _matches, _strip_wrappers, build_target,
-                                 names, read_checkpoint, to_ours, write_checkpoint)
+from tvts.models.convert import (FORMATS, ConversionError, build_target, names, read_checkpoint, to_ours,
+                                 write_checkpoint)
+from tvts.models.convert.files import is_safetensors, strip_wrappers
+from tvts.models.convert.rules import matches
 
 NONE = "none"  # model.init=none: from scratch, on purpose
 
@@ -175,7 +177,7 @@ def open_converted(cfg, path: Path) -> InitPlan:
 
 
 def _open_ours(path: Path) -> tuple[TensorSource, dict]:
-    if _is_safetensors(path):
+    if is_safetensors(path):
         from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as f:
@@ -184,7 +186,7 @@ def _open_ours(path: Path) -> tuple[TensorSource, dict]:
         prefix = {"video": "video.", "text": "text."}.get(meta.get("part", ""), "")
         return SafetensorsSource(path, prefix), meta
     state, meta = read_checkpoint(path)
-    return DictSource(_strip_wrappers(state)), meta
+    return DictSource(strip_wrappers(state)), meta
 
 
 def _check(source: TensorSource, meta: dict, shapes: Mapping[str, tuple], allow_missing: Sequence[str], where: str) -> None:
@@ -197,7 +199,7 @@ def _check(source: TensorSource, meta: dict, shapes: Mapping[str, tuple], allow_
     relaxed = json.loads(meta.get("fresh", "[]")) + json.loads(meta.get("allow_missing", "[]")) + list(allow_missing)
     unexpected = sorted(k for k in keys if k not in shapes)
     wrong = [f"{k} {source.shape(k)} vs {shapes[k]}" for k in sorted(keys) if k in shapes and source.shape(k) != shapes[k]]
-    missing = [k for k in shapes if k.startswith(scopes) and k not in keys and not _matches(k, relaxed)]
+    missing = [k for k in shapes if k.startswith(scopes) and k not in keys and not matches(k, relaxed)]
     if unexpected or wrong or missing:
         parts = [f"unexpected: {names(unexpected)}" if unexpected else "",
                  f"shapes: {'; '.join(wrong[:4])}" if wrong else "",
