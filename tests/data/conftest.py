@@ -124,3 +124,11 @@ def audio_only_file(tmp_path_factory) -> str:
 def read_stamp_fixture():
     """The :func:`read_stamp` helper, as a fixture (conftest modules are not imported by tests)."""
     return read_stamp
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory):
+    """3 synthetic narrated videos, 64 px, 8 fps, 19 s: ``<dir>/syn00000{0,1,2}.{mp4,vtt}`` (the ingest tests)."""
+    from tvts.data import synthetic
+
+    return synthetic.make_corpus(tmp_path_factory.mktemp("corpus"), 3, seed=0, size=64, fps=8)
