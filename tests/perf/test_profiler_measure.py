@@ -1,17 +1,9 @@
-"""launch/profile.py and tvts.perf.profiler: the FLOP/MFU arithmetic, the report schema, the official data
-path, the largest-micro-batch search (CUDA's OOM recovery through a CPU twin) and a CPU sweep. Nothing here
-asserts a speed."""
-import copy
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
+"""tvts.perf.profiler, measurement: the FLOP/MFU arithmetic, the phase clock and peak memory (CUDA's paths
+through CPU twins), the largest-micro-batch search (CUDA's OOM recovery through a CPU twin) and the official
+data path. Nothing here asserts a speed."""
 import pytest
 import torch
 
-from tvts import config
 from tvts.perf.common import PeakMemory, PhaseClock
 from tvts.perf import profiler
 from tvts.engine.distributed import DistInfo
@@ -19,18 +11,7 @@ from tvts.engine.metrics import device_peak_flops, train_flops_per_clip
 from tvts.models.flops import FlopReport
 from tvts.models.text import build_tokenizer
 
-ROOT = Path(__file__).resolve().parents[2]
-# atto video on 8 frames of 32 px, a 1-layer CLIP text tower (no weights to read)
-TINY = ["model.video.size=atto", "model.video.patch_size=8", "sample.image_size=32", "model.sort.heads=2",
-        "data.resize_short=32", "data.num_workers=0", "train.micro_batch=2", "data.decoded_cache_mb=0",
-        "model.text.kind=clip", "model.text.width=32", "model.text.layers=1", "model.text.heads=2",
-        "model.text.output_dim=32", "model.text.context_length=16", "model.text.frozen=false",
-        "model.text.cache=false", "model.sort.transcript_norm=none", "data.synthetic=false", "data.synthetic_stream=false",
-        "train.threads=1", "sample.mask_ratio=0.5"]  # masked, so that mask draws are compared too
-
-
-def tiny(*extra):
-    return config.load(ROOT / "configs" / "demo.yaml", TINY + list(extra))
+from profiler_helpers import tiny
 
 
 def test_throughput_arithmetic_on_known_numbers():
@@ -46,7 +27,8 @@ def test_throughput_arithmetic_on_known_numbers():
     assert train_flops_per_clip(report, text_trainable=True, text_cached=False) == 3 * 13 + 12
     assert train_flops_per_clip(report, text_trainable=False, text_cached=False) == 3 * 13 + 4
     assert train_flops_per_clip(report, text_trainable=False, text_cached=True) == 3 * 13
-    assert profiler.throughput(0.5, 8, 1, 3e12, 100, float("nan"))["mfu"] != profiler.throughput(0.5, 8, 1, 3e12, 100, 1e15)["mfu"]
+    assert (profiler.throughput(0.5, 8, 1, 3e12, 100, float("nan"))["mfu"]
+            != profiler.throughput(0.5, 8, 1, 3e12, 100, 1e15)["mfu"])
 
 
 def test_device_peaks(monkeypatch):
@@ -91,7 +73,8 @@ def test_cuda_event_clock_and_allocator_peak_logic(monkeypatch):
     allocated = {"now": 100, "peak": 900}
     monkeypatch.setattr(torch.cuda, "Event", Event)
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
-    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: allocated.update(peak=allocated["now"]))
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats",
+                        lambda device=None: allocated.update(peak=allocated["now"]))
     monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: allocated["now"])
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: allocated["peak"])
     cuda = torch.device("cuda", 0)
@@ -126,7 +109,8 @@ def test_search_largest_with_oom_recovery(monkeypatch):
     monkeypatch.setattr(profiler.Runner, "warm_up", warm_up)
     cfg = tiny()
     tokenizer = build_tokenizer(cfg)
-    fits = profiler.step_fits(cfg, profiler.engine_setup(cfg), DistInfo(), lambda c: profiler.synthetic_batch(c, tokenizer))
+    fits = profiler.step_fits(cfg, profiler.engine_setup(cfg), DistInfo(),
+                              lambda c: profiler.synthetic_batch(c, tokenizer))
     found, tried = profiler.search_largest(fits, start=2, limit=64)
     assert found == 5
     assert (8, False) in tried and (5, True) in tried and (6, False) in tried
@@ -155,71 +139,3 @@ def test_official_sample_draws_like_the_engine(tmp_path):
     assert (official.video - ours.video).abs().mean() < 0.25  # PIL vs swscale resize: close, not equal
     batch = next(iter(profiler.official_loader(cfg, DistInfo(), build_tokenizer(cfg))))
     assert batch[0] == "transcripts" and batch[1]["video"].shape == (2, cfg.sample.frames, 3, 32, 32)
-
-
-def test_profile_reference_report_and_schema(tmp_path):
-    cfg = tiny()
-    setups = [profiler.engine_setup(cfg), profiler.official_setup(cfg, torch.device("cpu"))]
-    assert setups[1].attention == "math" and setups[1].strategy == "ddp" and not setups[1].checkpointing
-    report = profiler.profile(cfg, DistInfo(), setups, ["synthetic"], steps=2, warmup=1, config_path="tiny",
-                              peak=(1e11, "test peak"))
-    profiler.validate_report(report)
-    json.loads(json.dumps(report))  # JSON-ready
-    assert [r["setup"] for r in report["runs"]] == ["engine", "official"]
-    for row in report["runs"]:
-        assert row["steps"] == 2 and row["phases_s"]["communication"] is None  # one rank: nothing to reduce
-        assert row["clips_per_s"] == pytest.approx(2 / row["step_s"])
-        assert row["mfu"] == pytest.approx(row["tflops"] * 1e12 / 1e11)
-        assert row["tokens_per_s"] == pytest.approx(row["clips_per_s"] * cfg.patch_grid().visible_tokens)
-        assert row["peak_mem_bytes"] > 0
-    (speedup,) = report["speedups"]
-    engine, official = report["runs"]
-    assert speedup["speedup"] == pytest.approx(engine["clips_per_s"] / official["clips_per_s"])
-    text = profiler.markdown(report)
-    assert "Speed-up over the official way" in text and "| engine | synthetic |" in text
-    profiler.plot(report, tmp_path / "p.png")
-    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
-    broken = copy.deepcopy(report)
-    del broken["runs"][1]["mfu"]
-    with pytest.raises(ValueError, match=r"runs\[1\]\.mfu: missing"):
-        profiler.validate_report(broken)
-    broken = copy.deepcopy(report)
-    broken["runs"][0]["phases_s"].pop("optimizer")
-    with pytest.raises(ValueError, match="phases_s"):
-        profiler.validate_report(broken)
-
-
-def test_sweep_cli_two_strategies_two_micro_batches(tmp_path):
-    out = tmp_path / "prof"
-    args = [sys.executable, str(ROOT / "launch" / "profile.py"), "--config", str(ROOT / "configs" / "demo.yaml"),
-            "--sweep", "--strategies", "single", "fsdp", "--micro-batches", "1", "2", "--checkpointing", "off",
-            "--steps", "2", "--warmup", "1", "--max-batch", "--out", str(out), *TINY]
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=ROOT,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    report = json.loads((out / "profile.json").read_text())
-    profiler.validate_report(report)
-    runs = report["runs"]
-    assert sorted((r["strategy"], r["micro_batch"]) for r in runs) == [("fsdp", 1), ("fsdp", 2), ("single", 1), ("single", 2)]
-    fitting = [r for r in runs if r["fits"]]
-    assert fitting, "a 2-clip atto model fits on any machine"
-    fastest = max(fitting, key=lambda r: r["clips_per_s"])
-    assert report["sweep"]["fastest"] == fastest["setup"]
-    for r in runs:
-        assert r["predicted_mem_bytes"] > 0 and r["mem_error"] == pytest.approx(r["predicted_mem_bytes"] / r["peak_mem_bytes"] - 1)
-    assert report["largest_micro_batch"]["micro_batch"] > 2
-    assert "fastest setup that fits" in proc.stdout and (out / "profile.png").is_file() and (out / "profile.md").is_file()
-
-
-def test_bad_config_key_is_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, str(ROOT / "launch" / "profile.py"), "--config", str(ROOT / "configs" / "demo.yaml"),
-                           "train.micro_bach=3"], capture_output=True, text=True, timeout=120, cwd=ROOT)
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == ["config error: train.micro_bach: unknown key; did you mean train.micro_batch?"]
-
-
-def test_project_prints_the_labelled_projection():
-    proc = subprocess.run([sys.executable, str(ROOT / "launch" / "profile.py"), "--config", str(ROOT / "configs" / "demo.yaml"),
-                           "--project"], capture_output=True, text=True, timeout=120, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "Projection" in proc.stdout and "H100" in proc.stdout  # the format is tvts.perf.projection's
