@@ -193,6 +193,9 @@ class DataConfig:
     mix: Literal["alternate", "interleave"] = "alternate"  # alternate: one optimizer step per dataset (official v2)
     caption_ratio: float = _f(0.5, 0.0, 1.0)  # interleave: fraction of steps that are caption steps
     decoder: Literal["auto", "pyav", "dali"] = "auto"
+    # decoder=dali: batches decoded ahead of the training step in a background thread (decode overlaps compute);
+    # 0: decoded in the training thread, synchronously
+    dali_prefetch: int = _f(2, 0, 64)
     num_workers: int = _f(2, 0, 256)
     shuffle_buffer: int = _f(1000, 0, 10**7)
     resize_short: int = _f(268, 16, 4096)  # short side before the crop (official: int(224 * 1.2))

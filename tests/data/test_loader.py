@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from tvts import config as config_mod
-from tvts.data.augment import NORMALIZE_STATS
+from tvts.data.augment import NORMALIZE_STATS, normalize_video
 from tvts.data.loader import build_eval_loader, build_train_loader, mix_kind
 from tvts.data.pipeline import sample_rng
 from tvts.data.sampling import cfr_frame_starts, frame_indices, frame_times
@@ -69,9 +69,12 @@ def encode_clip(clip: int, num_frames: int = NUM_FRAMES) -> bytes:
 
 
 def read_stamps(video: torch.Tensor) -> tuple[list[int], list[int]]:
-    """(frame indices, clip ids) of a (T, 3, S, S) normalised clip."""
+    """(frame indices, clip ids) of a (T, 3, S, S) clip: uint8 pixels (a loader batch's) or normalised float."""
     mean, std = NORMALIZE_STATS["imagenet"]
-    pixels = (video * torch.tensor(std).view(1, 3, 1, 1) + torch.tensor(mean).view(1, 3, 1, 1)) * 255
+    if video.dtype == torch.uint8:
+        pixels = video.float()
+    else:
+        pixels = (video * torch.tensor(std).view(1, 3, 1, 1) + torch.tensor(mean).view(1, 3, 1, 1)) * 255
     left = pixels[:, :, 8:24, 4:12].mean(dim=(1, 2, 3))
     right = pixels[:, :, 8:24, 20:28].mean(dim=(1, 2, 3))
     return [round((float(v) - 8) / 10) for v in left], [round((float(v) - 30) / 7) for v in right]
@@ -171,7 +174,8 @@ def test_transcript_batch_layout_labels_and_texts(tiny_overrides, train_set):
     for kind, batch, meta in take(loader, 4):
         assert kind == "transcripts"
         assert set(batch) == {"video", "text", "labels", "keep_indices"}
-        assert batch["video"].shape == (2, T, 3, 32, 32) and batch["video"].dtype == torch.float32
+        # uint8: normalised on the device by the consumer
+        assert batch["video"].shape == (2, T, 3, 32, 32) and batch["video"].dtype == torch.uint8
         assert batch["text"]["input_ids"].shape == (8, 32) and batch["text"]["input_ids"].dtype == torch.int64
         assert batch["labels"].shape == (2, 4) and batch["labels"].dtype == torch.int64
         keep = batch["keep_indices"]
@@ -426,6 +430,48 @@ def test_dali_decoder_gives_the_pyav_batches(tiny_overrides, tmp_path):
     for (_, a, ma), (_, b, mb) in zip(dali, pyav):
         assert ma["keys"] == mb["keys"]
         assert torch.equal(a["labels"], b["labels"]) and torch.equal(a["keep_indices"], b["keep_indices"])
-        assert a["video"].shape == b["video"].shape and a["video"].dtype == torch.float32
+        # DALI normalises in its graph; PyAV batches come uint8, normalised by the consumer
+        assert a["video"].shape == b["video"].shape
+        assert a["video"].dtype == torch.float32 and b["video"].dtype == torch.uint8
         assert [read_stamps(v) for v in a["video"]] == [read_stamps(v) for v in b["video"]]
-        assert (a["video"] - b["video"]).abs().max() < 2.5 / (255 * 0.224)  # resize kernels differ slightly
+        # resize kernels differ slightly
+        assert (a["video"] - normalize_video(b["video"])).abs().max() < 2.5 / (255 * 0.224)
+
+
+@pytest.mark.dali
+@pytest.mark.parametrize("workers", [0, 2])
+def test_dali_decoding_ahead_gives_the_synchronous_batches_and_positions(tiny_overrides, tmp_path, workers):
+    """data.dali_prefetch decodes in a background thread, ahead of the consumer: the same batches in the same
+    order as decoding synchronously (dali_prefetch=0), and the same resume position after each (a batch only
+    decoded ahead is not counted); the eval loader too; stopping early stops the thread."""
+    import threading
+
+    from tvts.data.dali import dali_available
+
+    if not dali_available():
+        pytest.skip("NVIDIA DALI is not installed")
+    samples = [(f"vp-{c:02d}", {"webm": encode_vp9_clip(c),
+                                "json": json.dumps(transcript_meta(f"vp-{c:02d}")).encode()}) for c in range(6)]
+    directory = write_set(tmp_path / "vp9", "transcripts", [samples[:3], samples[3:]])
+    runs = {}
+    for depth in (0, 3):
+        cfg = make_cfg(tiny_overrides, f"data.train=[{directory}]", "data.decoder=dali", f"data.dali_prefetch={depth}",
+                       f"data.num_workers={workers}")
+        loader = build_train_loader(cfg, DistInfo(), CharTokenizer())
+        items, states = [], []
+        iterator = loader.batches()
+        for _ in range(5):  # past an epoch (3 batches of 2)
+            items.append(next(iterator))
+            states.append(loader.state_dict())
+        iterator.close()
+        evaluation = [(k, b) for k, b, _ in build_eval_loader(cfg, DistInfo(), CharTokenizer(), [directory]).batches()]
+        runs[depth] = items, states, evaluation
+    (sync, sync_states, sync_eval), (ahead, ahead_states, ahead_eval) = runs[0], runs[3]
+    assert ahead_states == sync_states
+    for (ka, a, ma), (kb, b, mb) in zip(ahead, sync):
+        assert ka == kb and ma["keys"] == mb["keys"] and ma["g"] == mb["g"]
+        assert a["video"].dtype == torch.float32 and torch.equal(a["video"], b["video"])
+        assert torch.equal(a["labels"], b["labels"]) and torch.equal(a["keep_indices"], b["keep_indices"])
+    assert len(ahead_eval) == len(sync_eval) >= 3  # 6 clips in batches of 2 (a worker's last one may be short)
+    assert all(ka == kb and torch.equal(a["video"], b["video"]) for (ka, a), (kb, b) in zip(ahead_eval, sync_eval))
+    assert not [t for t in threading.enumerate() if t.name.startswith("tvts-dali")]  # every decode thread stopped

@@ -8,6 +8,7 @@ import torch
 
 from tvts import config
 from tvts.data import synthetic
+from tvts.data.augment import normalize_video
 from tvts.data.loader import build_train_loader
 from tvts.data.sampling import cfr_frame_starts, frame_indices
 from tvts.data.stream import STREAM_OFFSET, StreamClips, StreamLoader
@@ -36,7 +37,7 @@ def test_build_train_loader_returns_the_stream_and_the_batch_layout():
     assert isinstance(loader, StreamLoader)
     kind, batch, meta = _take(loader, 1)[0]
     assert kind == "transcripts"
-    assert batch["video"].shape == (3, 8, 3, 32, 32) and batch["video"].dtype == torch.float32
+    assert batch["video"].shape == (3, 8, 3, 32, 32) and batch["video"].dtype == torch.uint8  # normalised on the device
     assert batch["text"]["input_ids"].shape[0] == 3 * 4
     assert sorted(batch["labels"][0].tolist()) == [0, 1, 2, 3]
     assert batch["keep_indices"].shape == (3, 4, 2)  # 4 slots of 2x2 patches, half kept
@@ -57,7 +58,7 @@ def test_clips_are_the_corpus_scene_at_decoder_frames():
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     expected = (torch.from_numpy(every[idx]).permute(0, 3, 1, 2).float() / 255 - mean) / std
-    torch.testing.assert_close(sample.video, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(normalize_video(sample.video), expected, atol=1e-5, rtol=0)
 
 
 def test_workers_ranks_and_resume():

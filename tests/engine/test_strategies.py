@@ -402,6 +402,28 @@ def test_low_precision(runs, name, precision):
 
 
 # ----------------------------------------------------------------------------------------------
+# uint8 clips (no processes)
+# ----------------------------------------------------------------------------------------------
+def test_forward_normalises_uint8_clips_bitwise():
+    """Loader batches carry uint8 clips; the strategies' forward normalises them (``data.normalize``) on the
+    device before the model: the loss is bit for bit that of the clips normalised beforehand, as the workers
+    did. A uint8 clip handed to the model itself is a one-line TypeError that says where to normalise."""
+    from tvts.data.augment import normalize_video
+
+    cfg, strategy = build(TINY + ("data.normalize=clip",), "single")
+    batch = make_batch(cfg, 2, 5)
+    pixels = torch.randint(0, 256, batch["video"].shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(0)
+    ours = strategy.forward({**batch, "video": pixels})
+    torch.manual_seed(0)
+    ref = strategy.forward({**batch, "video": normalize_video(pixels, "clip")})
+    assert torch.equal(ours.loss, ref.loss) and torch.equal(ours.sort_logits, ref.sort_logits)
+    assert strategy.inputs({"video": batch["video"]})["video"] is batch["video"]  # float clips pass as they are
+    with pytest.raises(TypeError, match="uint8 pixels, normalised on the device first"):
+        strategy.module(**{**batch, "video": pixels})
+
+
+# ----------------------------------------------------------------------------------------------
 # DeepSpeed config generation (no processes)
 # ----------------------------------------------------------------------------------------------
 def test_deepspeed_config_from_ours(tmp_path):

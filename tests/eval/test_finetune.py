@@ -13,6 +13,7 @@ import yaml
 
 from tvts import config
 from tvts.data import synthetic
+from tvts.data.augment import normalize_video
 from tvts.engine.distributed import DistInfo
 from tvts.engine.build import build_strategy
 from tvts.errors import cli
@@ -96,7 +97,8 @@ def test_trains_and_tests_multi_view_as_by_hand(tiny, downstream, tmp_path):
         for i in range(len(clips)):
             views = clips[i][1]
             assert views.shape == (6, 8, 3, 32, 32)  # 2 temporal x 3 spatial views, averaged below
-            scores.append(torch.stack([model(v[None]).logits[0].softmax(-1) for v in views]).mean(0))
+            assert views.dtype == torch.uint8  # normalised on the device: by the strategy in the run, by hand here
+            scores.append(torch.stack([model(normalize_video(v[None])).logits[0].softmax(-1) for v in views]).mean(0))
     scores = torch.stack(scores).double().numpy()
     labels = np.array([it.label for it in runner.lists.eval])
     top1 = 100.0 * np.mean(scores.argmax(1) == labels)

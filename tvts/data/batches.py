@@ -1,5 +1,6 @@
 """What the training, evaluation and stream loaders share: how their DataLoader is built (workers bound to
-their trainer, no draw from the global RNG), worker-side errors sent as items, and the DALI decode step.
+their trainer, no draw from the global RNG), worker-side errors sent as items, and the DALI decode step
+(ahead of the consumer, in a background thread).
 
 Loaders subclass :class:`BatchSource` and implement ``batches()``; their datasets wrap their items in
 :func:`reporting` and call :func:`worker_slot`.
@@ -7,7 +8,7 @@ Loaders subclass :class:`BatchSource` and implement ``batches()``; their dataset
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
@@ -67,7 +68,7 @@ class BatchSource:
     and the DALI decode step."""
 
     train = True
-    decoder = "pyav"  # host batches (pinned where CUDA is); "dali" batches are decoded on the device
+    decoder = "pyav"  # host batches of uint8 clips (pinned where CUDA is); "dali" batches are decoded on the device
 
     def __iter__(self) -> Iterator[tuple[str, dict]]:
         for kind, batch, _ in self.batches():
@@ -85,7 +86,8 @@ class BatchSource:
                           worker_init_fn=worker_init if self.cfg.data.num_workers else None,
                           generator=torch.Generator().manual_seed(0))
 
-    def _dali_decode(self, samples) -> torch.Tensor:
+    def _dali_reader(self):
+        """This loader's :class:`tvts.data.dali.DaliVideoReader`, built at the first use."""
         if self._dali is None:
             from tvts.data.dali import DaliVideoReader
 
@@ -93,4 +95,35 @@ class BatchSource:
             self._dali = DaliVideoReader(self.cfg.train.micro_batch, self.cfg.sample.image_size, d.resize_short,
                                          d.normalize, train=self.train, device="gpu" if torch.cuda.is_available() else "cpu",
                                          device_id=self.info.local_rank)
-        return self._dali(samples)
+        return self._dali
+
+    def _decoded(self, items: Iterable[tuple]) -> Iterator[tuple]:
+        """``items`` ``(kind, batch, meta)`` from the DataLoader with their videos decoded. PyAV batches come
+        decoded from the workers (uint8) and pass as they are; DALI batches (their ``video`` a list of
+        host-side DaliSamples) are decoded ``data.dali_prefetch`` batches ahead of the consumer in a background
+        thread (:class:`tvts.data.dali.DecodeAhead`), or here, synchronously, with 0. Items without a batch
+        (a worker's error, a trailing skip count) pass untouched. Whatever the loader records of an item it
+        records when the item leaves this generator, so decoding ahead does not move a resume position."""
+        if self.decoder != "dali":
+            yield from items
+            return
+        reader = self._dali_reader()
+
+        def decode(item: tuple) -> tuple:
+            kind, batch, meta = item
+            if isinstance(batch, dict):
+                batch["video"] = reader(batch["video"])
+            return kind, batch, meta
+
+        depth = self.cfg.data.dali_prefetch
+        if not depth:
+            for item in items:
+                yield decode(item)
+            return
+        from tvts.data.dali import DecodeAhead
+
+        ahead = DecodeAhead(items, decode, depth, reader.device_id if reader.device == "gpu" else None)
+        try:
+            yield from ahead
+        finally:
+            ahead.close()

@@ -10,17 +10,26 @@ NVDEC) and resizes/normalises on the GPU. ``device="cpu"`` runs the whole graph 
 DALI 2.4's decoder handles only VP8, VP9 and MJPEG: it rejects H.264 ("Codec 27 (h264) is not
 supported by the CPU variant"), so CPU tests use VP9 clips and CPU training uses PyAV.
 
+Overlap: the pipeline runs one batch per call (``prefetch_queue_depth=1``: its inputs come from the host,
+batch by batch); :class:`DecodeAhead` runs those calls in a background thread, ``data.dali_prefetch``
+batches ahead of the training step, so decoding overlaps compute instead of stalling it.
+
 DALI is optional and imported lazily; without it, :func:`import_dali` raises one clear line.
 """
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
+import queue
+import threading
 from dataclasses import dataclass
-from typing import Literal, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Literal, Optional, Sequence
 
 import numpy as np
 import torch
+
+from tvts.errors import UserError, one_line
 
 from tvts.data.augment import NORMALIZE_STATS, crop_offsets, resized_size
 from tvts.data.decode import VideoSource, check_times, frame_timeline, probe
@@ -28,6 +37,7 @@ from tvts.data.errors import SkipSample
 from tvts.data.sampling import frame_indices
 
 DALI_MISSING = "data.decoder=dali needs NVIDIA DALI: pip install tvts-engine[gpu]"
+log = logging.getLogger("tvts.data")
 
 
 def dali_available() -> bool:
@@ -104,7 +114,8 @@ def build_dali_pipeline(batch_size: int, image_size: int, normalize: str = "imag
     dali = import_dali()
     from nvidia.dali import fn, types
 
-    # prefetch_queue_depth=1: the reader feeds one batch and runs it synchronously
+    # prefetch_queue_depth=1: the reader feeds one batch and runs it synchronously (DecodeAhead runs the
+    # reader's calls ahead of the consumer, in a thread of their own)
     @dali.pipeline_def(batch_size=batch_size, num_threads=num_threads,
                        device_id=device_id if device == "gpu" else None, prefetch_queue_depth=1)
     def pipeline():
@@ -194,3 +205,126 @@ class DaliVideoReader:
         result = torch.empty(batch.shape(), dtype=torch.float32, device=f"cuda:{self.device_id}" if on_gpu else "cpu")
         feed_ndarray(batch, result, cuda_stream=torch.cuda.current_stream(self.device_id) if on_gpu else None)
         return result
+
+
+# ----------------------------------------------------------------------------------------------
+# Overlap
+# ----------------------------------------------------------------------------------------------
+class DecodeAhead:
+    """``decode(item)`` of each of ``items``, in order, computed in a background thread up to ``depth`` items
+    ahead of the consumer: the DALI decode of the next batches overlaps the training step on this one.
+
+    ``items`` is started (``iter``) in the calling thread, so DataLoader workers are forked from it; the
+    thread only takes items and decodes them. What the consumer does with an item (a loader's position,
+    its skip counts) it does when it takes it, in its own thread: a batch that was only decoded ahead is
+    never counted, as with the batches DataLoader workers make ahead.
+
+    ``device_id``: the CUDA device the decode writes to, or None (CPU). The thread decodes on a stream of its
+    own and waits for it before handing a tensor on; the consumer's stream is recorded on each tensor it
+    takes, so the caching allocator does not reuse its memory before the consumer's kernels are done.
+
+    An error in the thread reaches the consumer at the item where it happened: a :class:`UserError` as it
+    is, anything else as one line (``RuntimeError``; the traceback goes to the debug log). :meth:`close`
+    (also when the consumer stops early) stops the thread and waits for it.
+    """
+
+    _END = object()
+
+    def __init__(self, items: Iterable, decode: Callable[[Any], Any], depth: int = 2,
+                 device_id: Optional[int] = None, name: str = "DALI decode"):
+        if depth < 1:
+            raise ValueError(f"depth must be at least 1, got {depth}")
+        self.decode, self.device_id, self.name = decode, device_id, name
+        self._items: Optional[Iterator] = iter(items)
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._done = False
+        self._thread = threading.Thread(target=self._run, name=f"tvts-{name.lower().replace(' ', '-')}", daemon=True)
+        self._thread.start()
+
+    # -- background thread ----------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            stream = None
+            if self.device_id is not None:
+                torch.cuda.set_device(self.device_id)  # the current device is per thread
+                stream = torch.cuda.Stream(self.device_id)
+            for item in self._items:
+                if self._stop.is_set():
+                    return
+                if stream is None:
+                    out = self.decode(item)
+                else:
+                    with torch.cuda.stream(stream):
+                        out = self.decode(item)
+                    stream.synchronize()  # complete before it is handed on (this thread waits, not the step)
+                if not self._put((True, out)):
+                    return
+            self._put((True, self._END))
+        except BaseException as err:  # noqa: BLE001 - every error goes to the consumer
+            self._put((False, err))
+        finally:
+            self._items = None  # a DataLoader iterator shuts its workers down once dropped
+
+    def _put(self, entry) -> bool:
+        """Queue ``entry`` unless the consumer closed; False when it did."""
+        while not self._stop.is_set():
+            try:
+                self._queue.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    # -- consumer -------------------------------------------------------------------------------
+    def __iter__(self) -> "DecodeAhead":
+        return self
+
+    def __next__(self):
+        if self._done:
+            raise StopIteration
+        ok, out = self._queue.get()
+        if ok and out is not self._END:
+            if self.device_id is not None:
+                _record_current_stream(out)
+            return out
+        self._done = True
+        self._thread.join()
+        if ok:
+            raise StopIteration
+        if isinstance(out, UserError):
+            raise out
+        log.debug("%s thread failed", self.name, exc_info=out)
+        raise RuntimeError(f"{self.name} (background thread): {type(out).__name__}: {one_line(out)}") from None
+
+    def close(self, timeout_s: float = 60.0) -> None:
+        """Stop the thread (it finishes the item it is on) and wait for it; idempotent."""
+        self._done = True
+        self._stop.set()
+        while True:  # unblock a put
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            log.warning("%s thread still running %.0f s after close (waiting on its input); left as a daemon",
+                        self.name, timeout_s)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+
+def _record_current_stream(value) -> None:
+    """``record_stream`` of the consumer's current stream on every CUDA tensor in ``value`` (nested tuples,
+    lists and dicts), so that memory allocated on the decode thread's stream outlives the consumer's use."""
+    if isinstance(value, torch.Tensor):
+        if value.is_cuda:
+            value.record_stream(torch.cuda.current_stream(value.device))
+    elif isinstance(value, dict):
+        for v in value.values():
+            _record_current_stream(v)
+    elif isinstance(value, (tuple, list)):
+        for v in value:
+            _record_current_stream(v)

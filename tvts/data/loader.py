@@ -47,6 +47,7 @@ holding only the span, and ``json``: transcripts {"windows": K [s, e] relative t
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -431,19 +432,18 @@ class TrainLoader(BatchSource):
                              self.kinds, self.decoder, self.global_batches, [dict(r) for r in self.roles])
 
     def batches(self) -> Iterator[tuple[str, dict, dict]]:
-        for kind, batch, meta in self._dataloader(self._dataset()):
-            if kind == FAILED:
-                raise ShardError(meta)
-            if meta["g"] != self.global_batches:  # the round-robin broke: resuming would not be exact
-                raise RuntimeError(f"loader order: got global batch {meta['g']}, expected {self.global_batches}")
-            self.global_batches += 1
-            self.roles[meta["role"]].update({k: tuple(p) for k, p in meta["positions"].items()})
-            self._skips.merge(meta["skipped"])
-            if "cache" in meta:
-                self.cache_stats[meta["role"]] = meta["cache"]
-            if self.decoder == "dali":
-                batch["video"] = self._dali_decode(batch["video"])
-            yield kind, batch, meta
+        with contextlib.closing(self._decoded(self._dataloader(self._dataset()))) as items:
+            for kind, batch, meta in items:
+                if kind == FAILED:
+                    raise ShardError(meta)
+                if meta["g"] != self.global_batches:  # the round-robin broke: resuming would not be exact
+                    raise RuntimeError(f"loader order: got global batch {meta['g']}, expected {self.global_batches}")
+                self.global_batches += 1
+                self.roles[meta["role"]].update({k: tuple(p) for k, p in meta["positions"].items()})
+                self._skips.merge(meta["skipped"])
+                if "cache" in meta:
+                    self.cache_stats[meta["role"]] = meta["cache"]
+                yield kind, batch, meta
 
 
     # -- checkpointing -------------------------------------------------------------------------
@@ -486,8 +486,11 @@ def build_train_loader(cfg, info, tokenizer) -> TrainLoader:
 
     kind: "transcripts" (sort + VTC) or "captions" (VTC only). batch, with B = cfg.train.micro_batch:
 
-    * ``video``: (B, T, 3, S, S) float32, normalised; T = sample.frames (transcripts) or
-      sample.caption_frames (captions); S = sample.image_size; on the GPU already with DALI;
+    * ``video``: (B, T, 3, S, S) uint8, resized and cropped, not normalised (a quarter of float32's bytes
+      through the workers' shared memory and the host-to-device copy): the consumer normalises it on the
+      device, :func:`tvts.data.augment.normalize_video` (the strategies' ``forward`` does); T =
+      sample.frames (transcripts) or sample.caption_frames (captions); S = sample.image_size. With DALI:
+      float32, normalised, on the GPU already (decoded ahead of the consumer, ``data.dali_prefetch``);
     * ``text``: {"input_ids", "attention_mask"} (B*K, L) int64, sample-major: rows b*K .. b*K+K-1
       are clip b's transcripts in the PRESENTED (shuffled) order; K = 1 for captions;
     * ``labels``: (B, K) int64, transcripts only: the chronological slot of each presented transcript;
@@ -585,15 +588,14 @@ class EvalLoader(BatchSource):
     def batches(self) -> Iterator[tuple[str, dict, dict]]:
         self._skips = SkipCounter()
         dataset = _EvalDataset(self.cfg, self.info.rank, self.info.world_size, self.tokenizer, self.groups, self.decoder)
-        for kind, batch, meta in self._dataloader(dataset):
-            if kind == FAILED:
-                raise ShardError(meta)
-            self._skips.merge(meta["skipped"])
-            if kind is None:
-                continue
-            if self.decoder == "dali":
-                batch["video"] = self._dali_decode(batch["video"])
-            yield kind, batch, meta
+        with contextlib.closing(self._decoded(self._dataloader(dataset))) as items:
+            for kind, batch, meta in items:
+                if kind == FAILED:
+                    raise ShardError(meta)
+                self._skips.merge(meta["skipped"])
+                if kind is None:
+                    continue
+                yield kind, batch, meta
 
 
 

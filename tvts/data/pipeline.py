@@ -9,7 +9,8 @@ texts, labels and keep indices (method §2.1 steps 4-8, §2.3):
   to the last window's end, gaps included (train: one random time per bin; eval: bin middles);
 * frames: :func:`~tvts.data.decode.decode_frames` (one seek, swscale to ``data.resize_short``), or the
   worker's :class:`DecodedCache`, or host-side preparation for the DALI reader;
-* :func:`~tvts.data.augment.augment_video` (train: one random crop shared by all frames);
+* :func:`~tvts.data.augment.crop_video` (train: one random crop shared by all frames), still uint8: the
+  consumer normalises on the device (:func:`~tvts.data.augment.normalize_video`, run by the strategies);
 * transcripts shuffled EXPLICITLY (the official loader never shuffles: ``order`` is always
   ``range(4)``, method §1.1), ``labels[i]`` = the chronological slot of presented transcript ``i``;
 * :func:`~tvts.data.masking.keep_indices` on :meth:`tvts.config.Config.patch_grid`.
@@ -30,7 +31,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from tvts.data.augment import NORMALIZE_STATS, augment_video, crop_offsets, resized_size
+from tvts.data.augment import NORMALIZE_STATS, crop_offsets, crop_video, normalize_video, resized_size
 from tvts.data.decode import decode_frames, decode_frames_reference, frame_timeline, probe
 from tvts.data.errors import SkipSample
 from tvts.data.masking import keep_indices
@@ -56,7 +57,8 @@ def sample_rng(seed: int, epoch: Optional[int], key: str) -> np.random.Generator
 
 @dataclass
 class Sample:
-    """One transformed sample. ``video`` is (T, 3, S, S) float32, or a DaliSample for the DALI path."""
+    """One transformed sample. ``video`` is (T, 3, S, S) uint8 (resized and cropped, not normalised), or a
+    DaliSample for the DALI path."""
 
     key: str
     kind: str
@@ -157,8 +159,9 @@ class SampleTransform:
 
     ``train``: random frame times and crop; else bin middles and a centred crop. Both shuffle the
     transcripts and draw masks from :func:`sample_rng` (eval with ``epoch=None``: fixed per sample).
-    ``decoder``: "pyav" returns float32 video; "dali" returns a ``DaliSample`` (host-side inputs,
-    the crop drawn from the same generator) for :class:`tvts.data.dali.DaliVideoReader`.
+    ``decoder``: "pyav" returns uint8 video (cropped; normalised by the consumer on the device); "dali"
+    returns a ``DaliSample`` (host-side inputs, the crop drawn from the same generator) for
+    :class:`tvts.data.dali.DaliVideoReader`.
     """
 
     def __init__(self, cfg, train: bool, decoder: str = "pyav"):
@@ -191,10 +194,9 @@ class SampleTransform:
             if self.decoder == "dali":
                 return self._dali_sample(video_bytes, times, generator)
             if self.cache is None:
-                return load_clip(video_bytes, times, self.image_size, self.resize_short, self.normalize, self.train,
-                                 generator)
-            return augment_video(self._cached_frames(key, video_bytes, times), self.image_size, self.resize_short,
-                                 self.normalize, self.train, generator)
+                return load_crop(video_bytes, times, self.image_size, self.resize_short, self.train, generator)
+            return crop_video(self._cached_frames(key, video_bytes, times), self.image_size, self.resize_short,
+                              self.train, generator)
 
         return self.assemble(key, kind, epoch, start, end, texts, rng, video)
 
@@ -245,13 +247,22 @@ class SampleTransform:
                           crop=np.array([top / room[0], left / room[1]], dtype=np.float32))
 
 
+def load_crop(source, times, image_size: int, resize_short: int, train: bool = False,
+              generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Frames of ``source`` (a path or bytes) at ``times`` (seconds), resized and cropped, still uint8:
+    (T, 3, image_size, image_size). One seek, swscale straight to ``resize_short`` (the loader workers'
+    per-sample video path; the consumer normalises on the device)."""
+    frames = decode_frames(source, times, short_side=resize_short)
+    return crop_video(frames, image_size, resize_short, train, generator)
+
+
 def load_clip(source, times, image_size: int, resize_short: int, normalize: str = "imagenet", train: bool = False,
               generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """Frames of ``source`` (a path or bytes) at ``times`` (seconds), resized, cropped and normalised:
-    (T, 3, image_size, image_size) float32. One seek, swscale straight to ``resize_short``, uint8 until
-    the crop (the loader's per-sample video path)."""
-    frames = decode_frames(source, times, short_side=resize_short)
-    return augment_video(frames, image_size, resize_short, normalize, train, generator)
+    (T, 3, image_size, image_size) float32, :func:`load_crop` then :func:`~tvts.data.augment.normalize_video`
+    (what a loader batch becomes on the device). One seek, swscale straight to ``resize_short``, uint8 until
+    the crop."""
+    return normalize_video(load_crop(source, times, image_size, resize_short, train, generator), normalize)
 
 
 def official_clip(source, times, image_size: int, resize_short: int, normalize: str = "imagenet", train: bool = False,

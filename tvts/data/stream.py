@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import IterableDataset
 
 from tvts.data import synthetic
-from tvts.data.augment import augment_video
+from tvts.data.augment import crop_video
 from tvts.data.batches import BatchSource, worker_slot
 from tvts.data.pipeline import SampleTransform, collate, sample_rng
 from tvts.data.sampling import cfr_frame_starts, frame_indices
@@ -61,7 +61,7 @@ class StreamClips:
         def frames(times: np.ndarray, generator: torch.Generator) -> torch.Tensor:
             shown = starts[frame_indices(times, starts)]  # the instant of the frame a decoder would return
             rgb = torch.from_numpy(synthetic.render(video, shown)).permute(0, 3, 1, 2)
-            return augment_video(rgb, t.image_size, t.resize_short, t.normalize, True, generator)
+            return crop_video(rgb, t.image_size, t.resize_short, True, generator)  # uint8, as the shard path's
 
         windows = synthetic.event_windows(len(video.events), self.scene["event_s"], self.scene["gap_s"])
         texts = [cue.text for cue in video.cues]

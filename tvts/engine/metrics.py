@@ -60,6 +60,30 @@ def peak_memory_bytes(device: torch.device) -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
+DEVICE_VALUES = "device_values"  # a window entry's values still on the device: (names, 1-D tensor)
+
+
+def on_device(values: dict[str, torch.Tensor]) -> dict:
+    """A window entry for ``values`` (0-d tensors on the device, e.g. a step's losses): kept there, stacked
+    (no host sync), until :func:`read_window` reads the whole window at once."""
+    return {DEVICE_VALUES: (list(values), torch.stack(list(values.values())))} if values else {}
+
+
+def read_window(window: list[dict]) -> None:
+    """Replace, in place, every entry's device values (:func:`on_device`) by Python floats, with one host read
+    (``tolist``) for the whole window: a training loop reads its losses once per log interval (and before a
+    checkpoint, which saves the window), not once per step. The floats are those of a per-step read."""
+    pending = [w for w in window if DEVICE_VALUES in w]
+    if not pending:
+        return
+    values = torch.cat([w[DEVICE_VALUES][1] for w in pending]).tolist()  # the one host sync
+    start = 0
+    for w in pending:
+        names, _ = w.pop(DEVICE_VALUES)
+        w.update(zip(names, values[start:start + len(names)]))
+        start += len(names)
+
+
 class MetricLogger:
     """Rank 0 writes ``metrics.jsonl`` (one object per logged step) and tensorboard scalars."""
 

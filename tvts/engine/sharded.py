@@ -462,6 +462,7 @@ class ZeroStrategy(Strategy):
     def forward(self, batch: dict):
         from tvts.models.model import TVTSOutput
 
+        batch = self.inputs(batch)
         with self.autocast():
             return TVTSOutput(**self.engine(**batch))
 

@@ -6,7 +6,8 @@ block + root), ``zero1``/``zero2``/``zero3`` (DeepSpeed). Each strategy is one c
 block -> sharding (the torchtitan order). The model knows nothing about any of them.
 
 The trainer only calls: ``forward(batch)``, ``backward(loss)``, ``no_sync()``, ``step()``, ``lrs()``,
-``save(dir)``, ``load(dir)``, ``export_state_dict()``.
+``save(dir)``, ``load(dir)``, ``export_state_dict()``. ``forward`` takes loader batches as they come to the
+device (uint8 clips) and normalises them first (``inputs``).
 The strategy a config names is built by :func:`tvts.engine.build.build_strategy`.
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
+from tvts.data.augment import normalize_video
 from tvts.engine.distributed import DistInfo, all_reduce_max
 from tvts.engine.schedule import build_scheduler
 from tvts.models.param_groups import param_groups
@@ -121,7 +123,20 @@ class Strategy:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
 
+    def inputs(self, batch: dict) -> dict:
+        """The batch as the model takes it. Loader batches carry uint8 clips (a quarter of float32's bytes through
+        the workers' shared memory and the host-to-device copy): they are normalised here, on the device, by the
+        data side's :func:`tvts.data.augment.normalize_video` with ``data.normalize``, bit for bit what
+        normalising in the workers gave. Float clips (DALI's, normalised already; synthetic batches) pass as
+        they are. Every forward of every strategy goes through here (training, evaluation, fine-tuning,
+        the profiler)."""
+        video = batch.get("video")
+        if isinstance(video, torch.Tensor) and video.dtype == torch.uint8:
+            batch = {**batch, "video": normalize_video(video, self.cfg.data.normalize)}
+        return batch
+
     def forward(self, batch: dict):
+        batch = self.inputs(batch)
         with self.autocast():
             return self.model(**batch)
 

@@ -19,7 +19,8 @@ from tvts.engine import memory
 from tvts.engine.build import build_strategy
 from tvts.engine.checkpoint import Checkpointer
 from tvts.engine.distributed import DistInfo, all_reduce_max, all_reduce_mean
-from tvts.engine.metrics import MetricLogger, device_peak_flops, mfu, peak_memory_bytes, train_flops_per_clip
+from tvts.engine.metrics import (MetricLogger, device_peak_flops, mfu, on_device, peak_memory_bytes, read_window,
+                                 train_flops_per_clip)
 from tvts.engine.run import TrainingAborted, fault_exit, fault_nan, run_dir_for, to_device
 from tvts.errors import UserError
 from tvts.runtime import seed_everything
@@ -69,7 +70,7 @@ class Trainer:
         self.nonfinite_total = 0
         self.nonfinite_in_row = 0
         self.stop_requested = False
-        self.window: list[dict] = []  # per-step stats since the last log
+        self.window: list[dict] = []  # per-step stats since the last log (losses still on the device: read_window)
         self.memory: dict[str, float] = {}  # this rank's measured bytes since the last log (maxima)
         self.predicted = memory.predict(cfg, cfg.train.strategy, info.world_size)
         self.eval_loader = None
@@ -113,6 +114,7 @@ class Trainer:
         """Everything of this rank that later steps or logs depend on, beyond the strategy's state: the data
         position (what the loop consumed), counters, the steps not logged yet (so a log interval that spans
         the checkpoint averages the same steps as an uninterrupted run) and the frozen-text cache."""
+        read_window(self.window)  # their losses as floats, as the log reads them
         state = {"data": self.loader.state_dict(), "nonfinite_total": self.nonfinite_total,
                  "nonfinite_in_row": self.nonfinite_in_row, "finished": self.finished,
                  "window": self.window, "memory": self.memory}
@@ -204,7 +206,7 @@ class Trainer:
         cfg = self.cfg
         start = time.perf_counter()
         data_wait = 0.0
-        totals: dict[str, torch.Tensor] = {}  # on the device: read once, after the optimizer step
+        totals: dict[str, torch.Tensor] = {}  # on the device: read with the rest of the log interval (log)
         clips = 0
         skip = False
         accum = cfg.train.grad_accum
@@ -225,6 +227,11 @@ class Trainer:
                 loss = out.loss
                 if fault_nan(self.step + 1):
                     loss = loss * float("nan")
+                # Read on the host once per micro-step, and it has to be here, before backward: a non-finite loss
+                # never reaches backward (DeepSpeed would reduce its gradients into the partitions it steps,
+                # and its discard, a step at lr 0, turns NaN gradients into NaN weights; the recompute of
+                # checkpointed blocks would draw from the RNG), and the step stops at it, drawing no further
+                # micro-batch (the data position, hence every later batch, is that of a run that checks).
                 if all_reduce_max(0.0 if torch.isfinite(loss).item() else 1.0) > 0:
                     skip = True
                     break
@@ -259,8 +266,9 @@ class Trainer:
             self.nonfinite_total += 1
         else:
             self.nonfinite_in_row = 0
-        totals = dict(zip(totals, torch.stack(list(totals.values())).tolist())) if totals else {}  # one host sync
-        return {**totals, "grad_norm": result.grad_norm, "skipped": float(result.skipped), "clips": clips,
+        # the losses stay on the device until the log interval's one read (read_window); the gradient norm is
+        # already on the host: the strategy's step read it to decide on a non-finite one
+        return {**on_device(totals), "grad_norm": result.grad_norm, "skipped": float(result.skipped), "clips": clips,
                 "seconds": time.perf_counter() - start, "data_wait": data_wait}
 
     def _note_memory(self, **values: int) -> None:
@@ -283,6 +291,7 @@ class Trainer:
         """Aggregate the steps since the last log: means of losses and accuracies (over ranks too), rates
         from summed clips and seconds, so clips/s and MFU are over the whole interval, not one step."""
         window, self.window = self.window, []
+        read_window(window)  # the interval's losses: one host read
         seconds = sum(w["seconds"] for w in window)
         clips = sum(w["clips"] for w in window) * self.info.world_size
         means: dict[str, float] = {}
@@ -328,7 +337,9 @@ class Trainer:
         module = self.strategy.module
         was_training = module.training
         module.eval()
-        sums = {"clips": 0.0, "transcripts": 0.0, "right": 0.0, "all_right": 0.0, "loss": 0.0, "loss_vtc": 0.0}
+        sums = {"clips": 0.0, "transcripts": 0.0}  # counts known on the host
+        # sums of device values, accumulated there in float64 (the arithmetic of Python floats) and read once
+        on_dev: dict[str, float | torch.Tensor] = {"right": 0.0, "all_right": 0.0, "loss": 0.0, "loss_vtc": 0.0}
         batches = iter(self.eval_loader)
         last = None
         while True:
@@ -346,14 +357,17 @@ class Trainer:
             out = self.strategy.forward(batch)
             clips = batch["video"].shape[0] * weight
             sums["clips"] += clips
-            sums["loss"] += float(out.loss) * clips
-            sums["loss_vtc"] += float(out.loss_vtc) * clips
+            on_dev["loss"] = on_dev["loss"] + out.loss.detach().double() * clips
+            on_dev["loss_vtc"] = on_dev["loss_vtc"] + out.loss_vtc.detach().double() * clips
             if out.sort_logits is not None:
                 hit = out.sort_logits.argmax(-1) == batch["labels"]
                 sums["transcripts"] += hit.numel() * weight
-                sums["right"] += float(hit.sum()) * weight
-                sums["all_right"] += float(hit.all(-1).sum()) * weight
+                on_dev["right"] = on_dev["right"] + hit.sum().double() * weight
+                on_dev["all_right"] = on_dev["all_right"] + hit.all(-1).sum().double() * weight
         module.train(was_training)
+        read = [k for k, v in on_dev.items() if isinstance(v, torch.Tensor)]
+        values = dict(zip(read, torch.stack([on_dev[k] for k in read]).tolist())) if read else {}  # one host sync
+        sums.update({k: values.get(k, v) for k, v in on_dev.items()})
         world = self.info.world_size
         sums = {k: v * world for k, v in all_reduce_mean(sums).items()}  # sums over ranks
         stats = {"val/loss": sums["loss"] / max(1.0, sums["clips"]), "val/loss_vtc": sums["loss_vtc"] / max(1.0, sums["clips"]),

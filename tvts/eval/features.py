@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from tvts.data.augment import augment_video
+from tvts.data.augment import crop_video, normalize_video
 from tvts.data.decode import decode_frames, frame_timeline
 from tvts.data.errors import SkipSample
 from tvts.data.sampling import frame_times
@@ -55,7 +55,8 @@ def clip_times(start: float, end: float, frames: int, single_frame: bool = False
 
 
 class ClipDataset(Dataset):
-    """Item i -> clip ``videos[i]`` preprocessed for evaluation, (M, 3, S, S) float32."""
+    """Item i -> clip ``videos[i]`` preprocessed for evaluation, (M, 3, S, S) uint8: resized and cropped, normalised
+    (``normalize``) on the device after the copy (:func:`extract_features`)."""
 
     def __init__(self, videos: Sequence[str], where: Sequence[str], frames: int, image_size: int,
                  resize_short: int, normalize: str, single_frame: bool = False):
@@ -76,7 +77,7 @@ class ClipDataset(Dataset):
             frames = decode_frames(path, times)
         except SkipSample as err:
             return i, None, f"{self.where[i]}: {err}"
-        return i, augment_video(frames, self.image_size, self.resize_short, self.normalize, train=False), ""
+        return i, crop_video(frames, self.image_size, self.resize_short, train=False), ""
 
 
 def _collate(batch: list) -> tuple[torch.Tensor, Optional[torch.Tensor], list[str]]:
@@ -145,7 +146,7 @@ def _run_chunk(model, subset: Subset, opts) -> tuple[torch.Tensor, Optional[torc
     for index, video, errors in loader:
         if errors:  # an evaluation list is a fixed benchmark: a clip is never dropped silently
             raise EvalDataError(errors[0])
-        cls, embed = model.video_features(video)
+        cls, embed = model.video_features(normalize_video(video.to(model.device, non_blocking=True), opts.normalize))
         cls_rows.append(cls)
         seen.append(index)
         if embed is not None:

@@ -40,9 +40,10 @@ import yaml
 
 from tvts import config as config_lib
 from tvts.config import ConfigError, OptimConfig, TrainConfig
+from tvts.data.augment import normalize_video
 from tvts.engine.checkpoint import Checkpointer
 from tvts.engine.distributed import DistInfo, all_gather_objects, all_reduce_max, all_reduce_mean
-from tvts.engine.metrics import MetricLogger
+from tvts.engine.metrics import MetricLogger, on_device, read_window
 from tvts.engine.build import build_strategy
 from tvts.runtime import unwrapped_name
 from tvts.engine.run import TrainingAborted, fault_exit, run_dir_for
@@ -282,6 +283,7 @@ class Finetuner:
                    self.clip.normalize, **kwargs)
 
     def save(self) -> Path:
+        read_window(self.window)  # the unlogged steps' values as floats, as the log reads them
         state = {"window": self.window, "nonfinite_in_row": self.nonfinite_in_row, "finished": self.finished}
         return self.checkpointer.save(self.step, self.strategy, state, {"strategy": self.cfg.train.strategy,
                                                                        "name": self.cfg.name})
@@ -335,7 +337,9 @@ class Finetuner:
 
     def train_step(self, batches) -> dict:
         cfg, info = self.cfg, self.info
-        start, wait, totals, accum = time.perf_counter(), 0.0, {"loss": 0.0, "train_top1": 0.0}, cfg.train.grad_accum
+        start, wait, accum = time.perf_counter(), 0.0, cfg.train.grad_accum
+        # on the device, in float64 (the arithmetic of the Python floats they replace): read once per log interval
+        totals: dict[str, float | torch.Tensor] = {"loss": 0.0, "train_top1": 0.0}
         for micro in range(accum):
             t0 = time.perf_counter()
             index, video, errors = next(batches)
@@ -343,19 +347,23 @@ class Finetuner:
             raise_errors(errors)
             labels = torch.tensor([self.lists.train[i].label for i in index.tolist()])
             rng = np.random.default_rng([cfg.seed, 1, self.step * accum + micro, info.rank])
+            # the clips come as uint8: normalised once on the device, before mixup, which blends normalised pixels
+            video = normalize_video(video.to(info.device, non_blocking=True), self.clip.normalize)
             video, targets, _ = self.mixup(video, labels, rng)
-            batch = {"video": video.to(info.device), "targets": targets.to(info.device)}
+            batch = {"video": video, "targets": targets.to(info.device)}
             with self.strategy.no_sync() if micro < accum - 1 else contextlib.nullcontext():
                 out = self.strategy.forward(batch)
+                # read here, before backward, as the pre-training loop does (tvts.engine.trainer.Trainer.train_step)
                 if all_reduce_max(0.0 if torch.isfinite(out.loss).item() else 1.0) > 0:
                     return self._skip(start)
                 self.strategy.backward(out.loss / accum)
-            totals["loss"] += float(out.loss.detach()) / accum
+            totals["loss"] = totals["loss"] + out.loss.detach().double() / accum
             # against the clips' own labels, also under mixup (where it is only a rough progress signal)
-            totals["train_top1"] += 100.0 * float((out.logits.argmax(-1).cpu() == labels).float().mean()) / accum
+            hit = (out.logits.argmax(-1) == labels.to(out.logits.device)).float().mean()
+            totals["train_top1"] = totals["train_top1"] + hit.double() * 100.0 / accum
         result = self.strategy.step()
         self.nonfinite_in_row = 0 if not result.skipped else self.nonfinite_in_row + 1
-        return {**totals, "grad_norm": result.grad_norm, "skipped": float(result.skipped),
+        return {**on_device(totals), "grad_norm": result.grad_norm, "skipped": float(result.skipped),
                 "clips": float(cfg.train.micro_batch * accum), "seconds": time.perf_counter() - start, "data_wait": wait}
 
     def _skip(self, start: float) -> dict:
@@ -369,6 +377,7 @@ class Finetuner:
 
     def log(self) -> None:
         window, self.window = self.window, []
+        read_window(window)  # the interval's losses: one host read
         seconds = sum(w["seconds"] for w in window)
         means = {}
         for key in {k for w in window for k in w} - {"seconds", "clips", "data_wait", "skipped"}:

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from tvts.data.augment import augment_video, center_offset, resize_short_side
+from tvts.data.augment import center_offset, crop_video, resize_short_side
 from tvts.data.decode import decode_frames, frame_timeline
 from tvts.data.errors import SkipSample
 from tvts.data.sampling import frame_times
@@ -251,8 +251,9 @@ class _Clips(Dataset):
 
 
 class TrainClips(_Clips):
-    """Item ``(epoch, i)`` -> (i, (M, 3, S, S) float32 clip or None, error): one random time per bin, one random
-    crop after the short-side resize (the pre-training augmentation), keyed on (seed, epoch, i)."""
+    """Item ``(epoch, i)`` -> (i, (M, 3, S, S) uint8 clip or None, error): one random time per bin, one random
+    crop after the short-side resize (the pre-training augmentation), keyed on (seed, epoch, i). Normalised
+    on the device by the consumer (:func:`tvts.data.augment.normalize_video` with ``normalize``)."""
 
     def __init__(self, *args, seed: int):
         super().__init__(*args)
@@ -268,11 +269,12 @@ class TrainClips(_Clips):
         except SkipSample as err:
             return i, None, f"{self.items[i].where}: {err}"
         generator = torch.Generator().manual_seed(int(rng.integers(1 << 62)))
-        return i, augment_video(frames, self.image_size, self.resize_short, self.normalize, True, generator), ""
+        return i, crop_video(frames, self.image_size, self.resize_short, True, generator), ""
 
 
 class ViewClips(_Clips):
-    """Item i -> (i, (clips * crops, M, 3, S, S) float32 views or None, error); views clip-major."""
+    """Item i -> (i, (clips * crops, M, 3, S, S) uint8 views or None, error); views clip-major, normalised on
+    the device by the consumer (the strategies' forward)."""
 
     def __init__(self, *args, clips: int, crops: int):
         super().__init__(*args)
@@ -288,7 +290,7 @@ class ViewClips(_Clips):
         frames = resize_short_side(frames, self.resize_short)
         frames = frames.reshape(self.clips, self.frames, *frames.shape[1:])
         s = self.image_size
-        views = [augment_video(clip[:, :, top:top + s, left:left + s], s, s, self.normalize)  # normalise only
+        views = [clip[:, :, top:top + s, left:left + s]
                  for clip in frames for top, left in crop_offsets(frames.shape[-2], frames.shape[-1], s, self.crops)]
         return i, torch.stack(views), ""
 

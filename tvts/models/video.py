@@ -219,6 +219,10 @@ class VideoEncoder(nn.Module):
 
     def forward_features(self, video: torch.Tensor, keep_indices: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Tokens after the last block, before the final norm: (B, 1 + N_visible, D)."""
+        if not video.is_floating_point():
+            raise TypeError(f"the video encoder takes normalised float clips, got {video.dtype}: loader batches carry "
+                            f"uint8 pixels, normalised on the device first (tvts.data.augment.normalize_video, which "
+                            f"the strategies' forward runs)")
         x, slots = self.embed(video, keep_indices)
         x = self.norm_pre(x)
         for blk in self.blocks:
