@@ -132,6 +132,28 @@ def test_a_run_stopped_in_its_last_step_gets_its_final_evaluation_on_resume(shar
 
 
 @pytest.mark.slow
+def test_stop_at_slices_a_run_that_then_goes_on_exactly(shards, reference, tmp_path):
+    """train.stop_at: the schedule still spans train.steps; the slice ends with a checkpoint, the same command
+    again does nothing, and the run without it goes on to the end, bitwise the uninterrupted run."""
+    args = _args(shards, tmp_path, *STEPS)
+    res = _run(args + ["train.stop_at=6"])
+    assert res.returncode == 0, res.stderr
+    assert "train.stop_at: checkpoint written at step 6 of 12" in res.stdout
+    assert sorted(_steps(tmp_path)) == list(range(1, 7))
+    assert (tmp_path / "checkpoints" / "step_00000006" / "meta.json").is_file()
+    res = _run(args + ["train.stop_at=6"])
+    assert res.returncode == 0 and "the run is at step 6, train.stop_at=6; nothing to do" in res.stdout, res.stderr
+    res = _run(args)
+    assert res.returncode == 0, res.stderr
+    steps = _steps(tmp_path)
+    assert sorted(steps) == sorted(reference)
+    for step, ref in reference.items():
+        for key in ("loss", "loss_sort", "loss_vtc", "grad_norm", "sort_acc", "lr/all"):
+            if key in ref:
+                assert steps[step][key] == ref[key], (step, key)
+
+
+@pytest.mark.slow
 def test_nonfinite_loss_is_skipped_and_counted(shards, reference, tmp_path):
     res = _run(_args(shards, tmp_path, *STEPS), TVTS_FAULT_NAN_STEPS="3")
     assert res.returncode == 0, res.stderr

@@ -161,6 +161,13 @@ class Trainer:
                 print(f"done: the run already has {self.step} of {cfg.train.steps} steps; nothing to do "
                       f"(raise train.steps to train on); checkpoints and logs in {self.run_dir.resolve()}", flush=True)
             return self.run_dir
+        stop_at = cfg.train.stop_at if 0 < cfg.train.stop_at < cfg.train.steps else 0
+        if stop_at and self.step >= stop_at:
+            self.metrics.close()
+            if self.info.is_main:
+                print(f"done: the run is at step {self.step}, train.stop_at={stop_at}; nothing to do (raise or drop "
+                      f"train.stop_at to go on); checkpoints and logs in {self.run_dir.resolve()}", flush=True)
+            return self.run_dir
         self.finished = False
         if self.info.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -186,6 +193,13 @@ class Trainer:
                     return self.run_dir
                 if cfg.train.eval_every and self.step % cfg.train.eval_every == 0 and self.step < cfg.train.steps:
                     self.evaluate()
+                if self.step == stop_at:
+                    self.save()  # what a ckpt_every checkpoint here holds: running on from it is exact
+                    if self.info.is_main:
+                        print(f"train.stop_at: checkpoint written at step {self.step} of {cfg.train.steps}; stopping "
+                              f"(run again without train.stop_at to go on); checkpoints and logs in "
+                              f"{self.run_dir.resolve()}", flush=True)
+                    return self.run_dir
                 if self.step % cfg.train.ckpt_every == 0 and self.step < cfg.train.steps:
                     self.save()
             if cfg.train.eval_every:
