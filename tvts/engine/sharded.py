@@ -41,7 +41,7 @@ from tvts.config import ConfigError
 from tvts.engine.distributed import DistInfo, backend_for
 from tvts.engine.schedule import build_scheduler
 from tvts.engine.strategies import (Strategy, StepResult, apply_activation_checkpointing,
-                                    apply_compile, transformer_blocks, unwrapped_name)
+                                    apply_compile, frozen_text_tower, transformer_blocks, unwrapped_name)
 from tvts.models.param_groups import param_groups
 
 
@@ -107,14 +107,14 @@ class FSDPStrategy(Strategy):
             mp = MixedPrecisionPolicy()
         else:  # compute in bf16/fp16, reduce gradients in fp32; the sharded master weights stay fp32
             mp = MixedPrecisionPolicy(param_dtype=self.dtype, reduce_dtype=torch.float32)
-        frozen_text = not any(p.requires_grad for p in model.text.parameters())
-        text_modules = set(model.text.modules())
+        frozen_text = frozen_text_tower(model)
+        text_modules = set(frozen_text.modules()) if frozen_text is not None else set()
         for blocks in transformer_blocks(model):
-            if frozen_text and blocks in text_modules:
+            if blocks in text_modules:
                 continue
             for block in blocks:
                 fully_shard(block, mesh=mesh, mp_policy=mp)
-        ignored = set(model.text.parameters()) if frozen_text else None
+        ignored = set(frozen_text.parameters()) if frozen_text is not None else None
         fully_shard(model, mesh=mesh, mp_policy=mp, ignored_params=ignored)
         if deferred:
             materialize(model, self.device)
@@ -442,12 +442,13 @@ class ZeroStrategy(Strategy):
         accelerator = get_accelerator()
         if self.cfg.train.precision == "fp16" and not accelerator.is_fp16_supported():
             raise ConfigError(f"train.precision: DeepSpeed has no fp16 on {accelerator.device_name()}; use bf16 or fp32")
-        if self.stage == 3 and not any(p.requires_grad for p in self.module.text.parameters()):
+        frozen_text = frozen_text_tower(self.module)
+        if self.stage == 3 and frozen_text is not None:
             from deepspeed.utils import set_z3_leaf_module
 
             # gather a frozen text tower whole when it is called: with model.text.cache the ranks skip its
             # blocks on different steps, and per-block gathers would wait for the ranks that skipped
-            set_z3_leaf_module(self.module.text, True)
+            set_z3_leaf_module(frozen_text, True)
         o = self.cfg.optim
         client = torch.optim.AdamW(param_groups(self.module, o, self.cfg.model.compat),
                                    lr=o.lr, betas=tuple(o.betas), eps=o.eps)

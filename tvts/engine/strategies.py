@@ -37,12 +37,20 @@ class StepResult:
 
 
 def transformer_blocks(model: nn.Module) -> list[nn.ModuleList]:
-    """The ModuleLists of transformer blocks: the units of checkpointing, compilation and sharding."""
-    lists = [model.video.blocks, model.sorter.blocks]
-    text_blocks = getattr(getattr(model.text, "transformer", None), "resblocks", None)
-    if isinstance(text_blocks, nn.ModuleList):
-        lists.append(text_blocks)
+    """The ModuleLists of transformer blocks: the units of checkpointing, compilation and sharding. The video
+    encoder's, and those of the sorter and a CLIP text tower where the model has them (a classifier has not)."""
+    lists = [model.video.blocks]
+    candidates = (getattr(getattr(model, "sorter", None), "blocks", None),
+                  getattr(getattr(getattr(model, "text", None), "transformer", None), "resblocks", None))
+    lists += [blocks for blocks in candidates if isinstance(blocks, nn.ModuleList)]
     return lists
+
+
+def frozen_text_tower(model: nn.Module) -> Optional[nn.Module]:
+    """The model's text tower if it has one with parameters and none of them trains (``model.text.frozen``)."""
+    text = getattr(model, "text", None)
+    params = list(text.parameters()) if text is not None else []
+    return text if params and not any(p.requires_grad for p in params) else None
 
 
 def apply_activation_checkpointing(model: nn.Module, cfg) -> None:

@@ -164,12 +164,6 @@ class ClassifierOutput:
     loss: Optional[torch.Tensor] = None  # soft-target cross-entropy, when targets are given
 
 
-class _NoBlocks(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.blocks = nn.ModuleList()
-
-
 EMBEDDINGS = ("patch_embed", "patch_bias", "cls_token", "pos_embed", "temporal_embed", "norm_pre")
 NO_WEIGHT_DECAY = ("video.cls_token", "video.pos_embed")  # official v1 no_weight_decay(), besides 1-D tensors
 
@@ -187,9 +181,6 @@ class VideoClassifier(nn.Module):
         trunc_normal_init(self.head)  # official v1: trunc-normal(0.02), bias 0
         if video.proj is not None:  # v2's CLIP projection is not on the head's path: leave it out of training
             video.proj.requires_grad_(False)
-        # the strategies' block lists (tvts.engine.strategies.transformer_blocks, FSDP's text check) name the
-        # pre-training model's sorter and text tower: empty stand-ins, no parameters
-        self.sorter, self.text = _NoBlocks(), nn.Module()
 
     def forward(self, video: torch.Tensor, targets: Optional[torch.Tensor] = None) -> ClassifierOutput:
         """video (B, M, 3, S, S) float, normalised; targets (B, C) float soft labels -> logits (B, C) [+ loss]."""
