@@ -196,7 +196,9 @@ class DataConfig:
     # decoder=dali: batches decoded ahead of the training step in a background thread (decode overlaps compute);
     # 0: decoded in the training thread, synchronously
     dali_prefetch: int = _f(2, 0, 64)
-    num_workers: int = _f(2, 0, 256)
+    # loader worker processes per rank; -1: sized for the device (tvts.data.loader.resolve_workers): 2 on CPU, on a GPU
+    # the cores of this rank's share of the machine less one, at most 8 (a v1 B/16 step eats ~7 cores of decode)
+    num_workers: int = _f(-1, -1, 256)
     shuffle_buffer: int = _f(1000, 0, 10**7)
     resize_short: int = _f(268, 16, 4096)  # short side before the crop (official: int(224 * 1.2))
     normalize: Literal["imagenet", "clip"] = "imagenet"  # the official code uses ImageNet stats even for CLIP

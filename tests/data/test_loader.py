@@ -475,3 +475,22 @@ def test_dali_decoding_ahead_gives_the_synchronous_batches_and_positions(tiny_ov
     assert len(ahead_eval) == len(sync_eval) >= 3  # 6 clips in batches of 2 (a worker's last one may be short)
     assert all(ka == kb and torch.equal(a["video"], b["video"]) for (ka, a), (kb, b) in zip(ahead_eval, sync_eval))
     assert not [t for t in threading.enumerate() if t.name.startswith("tvts-dali")]  # every decode thread stopped
+
+
+def test_default_workers_are_sized_for_the_device(monkeypatch):
+    """data.num_workers=-1 (the default): 2 on CPU; on a GPU this rank's share of the cores less one, 2..8;
+    an explicit count is kept; the resolved count is written into the config (the run's config.yaml)."""
+    from types import SimpleNamespace
+
+    from tvts.data.loader import resolve_workers
+
+    def rank(device, local_world_size=1):
+        return SimpleNamespace(device=torch.device(device), local_world_size=local_world_size)
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
+    for info, want in [(rank("cpu"), 2), (rank("cuda"), 8), (rank("cuda", 2), 7), (rank("cuda", 8), 2)]:
+        cfg = config_mod.load(None)
+        assert cfg.data.num_workers == -1
+        assert resolve_workers(cfg, info) == want and cfg.data.num_workers == want, info
+    cfg = config_mod.load(None, ["data.num_workers=0"])
+    assert resolve_workers(cfg, rank("cuda")) == 0

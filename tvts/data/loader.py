@@ -481,6 +481,23 @@ class TrainLoader(BatchSource):
         self.roles = [{k: (epochs[k], 0) for k in self.kinds} for _ in range(self.slots)]
 
 
+CPU_WORKERS = 2  # data.num_workers=-1 on CPU: the training process needs the other cores
+GPU_WORKERS_MAX = 8  # ... on a GPU: PyAV decodes ~255 used frames/s per core; v1 B/16 eats ~1.8k (docs/benchmarks.md)
+
+
+def resolve_workers(cfg, info) -> int:
+    """``data.num_workers``, with -1 (the default) replaced in ``cfg`` by the count for this rank's device: 2 on
+    CPU; on a GPU the CPU cores this process may use, shared by the ranks of its node, less one for the training
+    process, between 2 and 8. Called by the loader builders, so the run's saved config records the number."""
+    if cfg.data.num_workers < 0:
+        if info.device.type == "cuda":
+            cores = len(os.sched_getaffinity(0)) // max(1, info.local_world_size)
+            cfg.data.num_workers = max(CPU_WORKERS, min(GPU_WORKERS_MAX, cores - 1))
+        else:
+            cfg.data.num_workers = CPU_WORKERS
+    return cfg.data.num_workers
+
+
 def build_train_loader(cfg, info, tokenizer) -> TrainLoader:
     """The training loader of this rank: yields ``(kind, batch)`` forever.
 
@@ -500,6 +517,7 @@ def build_train_loader(cfg, info, tokenizer) -> TrainLoader:
     part of them this rank reads. With ``data.synthetic_stream`` the batches come from the procedural
     stream instead (:class:`tvts.data.stream.StreamLoader`). Memory is pinned when CUDA is available.
     """
+    resolve_workers(cfg, info)
     if cfg.data.synthetic_stream:
         from tvts.data.stream import StreamLoader
 
@@ -603,6 +621,7 @@ def build_eval_loader(cfg, info, tokenizer, specs: Sequence[str]) -> EvalLoader:
     """A finite loader over ``specs`` (shard-set directories, brace patterns or globs) for held-out
     sort accuracy: same batch layout as :func:`build_train_loader`. Each spec's kind comes from its
     index.json (transcripts when it has none)."""
+    resolve_workers(cfg, info)
     groups: dict[str, list[str]] = {}
     policy = IOPolicy.from_config(cfg.data)
     for spec in specs:

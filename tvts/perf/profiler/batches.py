@@ -77,11 +77,11 @@ class _OfficialStream(IterableDataset):
 def official_loader(cfg, info, tokenizer) -> DataLoader:
     """The official-style data path over ``data.train``: each worker reads its shards and decodes every
     sample with one seek per frame (no decoded cache), ``data.num_workers`` workers as the engine's loader."""
-    from tvts.data.loader import resolve_shards
+    from tvts.data.loader import resolve_shards, resolve_workers
 
     shards = resolve_shards(cfg.data.train)
     return DataLoader(_OfficialStream(cfg, info.rank, info.world_size, tokenizer, shards), batch_size=None,
-                      num_workers=cfg.data.num_workers)
+                      num_workers=resolve_workers(cfg, info))
 
 
 def synthetic_source(cfg, tokenizer, device: torch.device) -> Callable[[], Iterator]:
