@@ -239,7 +239,8 @@ class TrainConfig:
     ckpt_every: int = _f(500, 1, 10**9)
     keep_last: int = _f(2, 1, 1000)
     eval_every: int = _f(0, 0, 10**9)
-    # stop this run after this step (its evaluation, then a checkpoint), the schedule still spanning train.steps:
+    # stop this run after this step (the evaluation due at it, if any, then a checkpoint), the schedule still spanning
+    # train.steps:
     # one slice of a time-limited job; running again without it (or with a later one) goes on. 0: run to train.steps
     stop_at: int = _f(0, 0, 10**9)
     max_nonfinite: int = _f(5, 1, 10**6)  # this many non-finite losses in a row abort the run (with a checkpoint)

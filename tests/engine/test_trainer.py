@@ -153,6 +153,26 @@ def test_stop_at_slices_a_run_that_then_goes_on_exactly(shards, reference, tmp_p
                 assert steps[step][key] == ref[key], (step, key)
 
 
+def test_a_resumed_run_keeps_its_worker_count(shards, tmp_path):
+    """data.num_workers=-1 is sized for the machine at the first start; a resume (maybe on another node of a
+    sliced job) takes the count the run recorded, since the data split by worker depends on it."""
+    from tvts.engine.distributed import env_info
+    from tvts.engine.trainer import Trainer
+
+    def workers():
+        cfg = config.load(ROOT / "configs" / "demo.yaml", [*TINY, "data.num_workers=-1", f"data.train=[{shards}]",
+                                                           f"train.run_dir={tmp_path}"])
+        threads = torch.get_num_threads()
+        try:
+            return Trainer(cfg, env_info()).cfg.data.num_workers
+        finally:
+            torch.set_num_threads(threads)
+
+    assert workers() == 2  # CPU
+    (tmp_path / "config.yaml").write_text("data:\n  num_workers: 5\n")
+    assert workers() == 5
+
+
 @pytest.mark.slow
 def test_nonfinite_loss_is_skipped_and_counted(shards, reference, tmp_path):
     res = _run(_args(shards, tmp_path, *STEPS), TVTS_FAULT_NAN_STEPS="3")

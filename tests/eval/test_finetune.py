@@ -264,6 +264,7 @@ def test_reads_the_ssv2_and_kinetics_release_annotations(tmp_path):
     (["finetune.frames=12"], "finetune.frames: 12 must be a multiple of the tubelet (2) and at most 8"),
     (["finetune.layer_decy=0.5"], "finetune.layer_decy: unknown key; did you mean finetune.layer_decay?"),
     (["model.video.size=base"], "model: the encoder's model settings come from finetune.init's config.yaml"),
+    (["train.stop_at=2"], "train.stop_at: fine-tuning runs to train.steps"),
 ])
 def test_bad_input_is_one_line(extra, message, tiny, downstream, tmp_path, capsys):
     (downstream / "bad.txt").write_text("a.webm 1 extra\n")

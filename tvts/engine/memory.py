@@ -278,20 +278,21 @@ class ParamCount:
 
 def count_parameters(cfg) -> ParamCount:
     """Build the model of ``cfg`` on the meta device (no memory, no weights read) and count."""
-    from tvts.engine.strategies import transformer_blocks
+    from tvts.engine.strategies import frozen_text_tower, transformer_blocks
     from tvts.models.model import TVTSModel
 
     with torch.device("meta"):
         model = TVTSModel(cfg, pretrained_text=False)
-    frozen_text = not any(p.requires_grad for p in model.text.parameters())
-    replicated_ids = {id(p) for p in model.text.parameters()} if frozen_text else set()
+    frozen_text = frozen_text_tower(model)  # what FSDP leaves replicated (tvts.engine.sharded)
+    replicated_params = list(frozen_text.parameters()) if frozen_text is not None else []
+    replicated_ids = {id(p) for p in replicated_params}
     sizes = [(p.numel(), p.requires_grad, p.shape[0] if p.dim() else 1, id(p) in replicated_ids)
              for p in model.parameters()]
-    replicated = sum(p.numel() for p in model.text.parameters()) if frozen_text else 0
-    text_modules = set(model.text.modules())
+    replicated = sum(p.numel() for p in replicated_params)
+    text_modules = set(frozen_text.modules()) if frozen_text is not None else set()
     units = []
     for blocks in transformer_blocks(model):
-        if frozen_text and blocks in text_modules:
+        if blocks in text_modules:
             continue
         units.extend(sum(p.numel() for p in block.parameters()) for block in blocks)
     units.append(sum(n for n, *_ in sizes) - sum(units) - replicated)

@@ -49,6 +49,14 @@ class Trainer:
             with memory.init_context(cfg, info.world_size):
                 model = build_model(cfg)
         self.model = model
+        if cfg.data.num_workers < 0:
+            # a resumed run keeps the worker count it started with (another node of a sliced job may have
+            # other cores): the data split by worker, hence the exact position, depends on it
+            saved = self.run_dir / "config.yaml"
+            recorded = (yaml.safe_load(saved.read_text()) or {}) if saved.is_file() else {}
+            workers = recorded.get("data", {}).get("num_workers")
+            if isinstance(workers, int) and workers >= 0:
+                cfg.data.num_workers = workers
         if loader is None:
             from tvts.data.loader import build_train_loader
             from tvts.models.text import build_tokenizer
@@ -186,7 +194,7 @@ class Trainer:
                 # with the rest of their interval after the resume, as an uninterrupted run logs them
                 if self.step % cfg.train.log_every == 0 or self.step == cfg.train.steps:
                     self.log()
-                if stop:
+                if stop and self.step != stop_at:  # at stop_at the slice ends below, after its evaluation
                     self.save()
                     if self.info.is_main:
                         print(f"SIGTERM: checkpoint written at step {self.step}; exiting", flush=True)

@@ -137,6 +137,9 @@ def load_recipe(path: Optional[str | Path] = None, overrides: Optional[List[str]
                 hint = f"; did you mean {prefix}{near[0]}?" if near else f"; one of {', '.join(names)}"
                 raise ConfigError(f"{prefix}{key}: unknown key{hint}")
     recipe = config_lib.build_section(FinetuneRecipe, raw, "")
+    if recipe.train.stop_at:
+        raise ConfigError("train.stop_at: fine-tuning runs to train.steps (stop it with SIGTERM: it checkpoints and a "
+                          "re-run resumes); drop the key")
     for key in ("init", "data"):
         if not getattr(recipe.finetune, key):
             raise ConfigError(f"finetune.{key}: not set; e.g. finetune.init=runs/demo finetune.data=data/demo/downstream")
