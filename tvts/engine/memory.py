@@ -180,7 +180,10 @@ class ActivationMeter:
     def _pack(self, tensor: torch.Tensor):
         storage = _storage(tensor) if not isinstance(tensor, nn.Parameter) else None
         if storage is not None and storage.data_ptr() not in self.exclude:
-            self.storages.setdefault(storage.data_ptr(), storage)
+            # keyed by the storage itself (held here, so its identity is not reused), not by its address: FSDP2
+            # frees an unsharded weight's storage in place (resize to 0) and the next block's activations may be
+            # allocated at that address; keyed by address they would be dropped as "already counted"
+            self.storages.setdefault(storage._cdata, storage)
         return tensor
 
     def __enter__(self) -> "ActivationMeter":
