@@ -21,7 +21,7 @@ import logging
 import sys
 from pathlib import Path
 
-from tvts.errors import cli, one_line
+from tvts.errors import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,20 +33,11 @@ def main(argv=None) -> int:
     ap.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. seed=1 finetune.init=runs/demo")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from tvts.engine import distributed
-    from tvts.engine.run import TrainingAborted
+    from tvts.engine.run import run_training
     from tvts.eval.finetune import finetune, load_recipe
 
     recipe = load_recipe(args.config, args.overrides)
-    info = distributed.init()
-    try:
-        finetune(recipe, info)
-    except TrainingAborted as err:
-        print(f"aborted: {one_line(err)}", file=sys.stderr)
-        return 3
-    finally:
-        distributed.shutdown()
-    return 0
+    return run_training(lambda info: finetune(recipe, info))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import logging
 import sys
 from pathlib import Path
 
-from tvts.errors import cli, one_line
+from tvts.errors import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,23 +32,17 @@ def main(argv=None) -> int:
     args = parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from tvts import config
-    from tvts.engine import distributed
 
     cfg = config.load(args.config, args.overrides)
     from tvts.data.prepare import ensure_demo_corpus
-    from tvts.engine.run import TrainingAborted
+    from tvts.engine.run import run_training
     from tvts.engine.trainer import Trainer
 
-    info = distributed.init()
-    try:
+    def train(info) -> None:
         ensure_demo_corpus(cfg, info)
         Trainer(cfg, info).train()
-    except TrainingAborted as err:
-        print(f"aborted: {one_line(err)}", file=sys.stderr)
-        return 3
-    finally:
-        distributed.shutdown()
-    return 0
+
+    return run_training(train)
 
 
 if __name__ == "__main__":

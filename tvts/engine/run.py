@@ -4,13 +4,32 @@ abort, and the fault-injection hooks the failure tests set through the environme
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
+from typing import Callable
 
 import torch
+
+from tvts.engine import distributed
+from tvts.errors import one_line
 
 
 class TrainingAborted(RuntimeError):
     """Training stopped on purpose (too many non-finite losses); a checkpoint was written first."""
+
+
+def run_training(body: Callable[[distributed.DistInfo], object]) -> int:
+    """What a training launcher does around its loop: start this rank's process group, run ``body(info)``, shut
+    the group down. Returns the exit status: 0, or 3 after one ``aborted: ...`` line if training aborted."""
+    info = distributed.init()
+    try:
+        body(info)
+    except TrainingAborted as err:
+        print(f"aborted: {one_line(err)}", file=sys.stderr)
+        return 3
+    finally:
+        distributed.shutdown()
+    return 0
 
 
 def run_dir_for(cfg) -> Path:
